@@ -1,0 +1,11 @@
+"""Model registry and every registered network (importing a module registers its models)."""
+
+from dwstft.models.registry import (
+    PaperReference,
+    create_model,
+    list_models,
+    paper_reference,
+    register_model,
+)
+
+__all__ = ["PaperReference", "create_model", "list_models", "paper_reference", "register_model"]
