@@ -1,0 +1,173 @@
+"""``nn.Module`` front ends: DepthwiseSTFT, DepthwiseSTFTSeparable and ReLPU.
+
+Constructors take ``nn.Conv2d``'s arguments in ``nn.Conv2d``'s order. The fixed STFT
+kernels are non-persistent buffers, so ``parameters()`` holds exactly what trains and
+state dicts carry only the pointwise weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dwstft.basis import MAPS_PER_CHANNEL, check_kernel_size, stft_basis
+from dwstft.functional import (
+    IMPLS,
+    check_input,
+    check_positive,
+    choose_impl,
+    depthwise_stft,
+    fold_weight,
+    fold_weight_unchecked,
+    resolve_padding,
+    stft_separable,
+)
+
+
+class DepthwiseSTFT(nn.Module):
+    """Per-channel 2-D STFT over each pixel's n×n neighbourhood at the four lowest
+    frequencies (paper Eq. 2), real and imaginary parts. Nothing trains.
+
+    Shapes: (N, C, H, W) → (N, 8C, H_out, W_out); channel ``c*8 + 2k`` is Re F(v_{k+1}),
+    ``c*8 + 2k + 1`` is Im F(v_{k+1}).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: str | int = "same",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_channels = check_positive("in_channels", in_channels)
+        self.kernel_size = check_kernel_size(kernel_size)
+        self.stride = check_positive("stride", stride)
+        self.padding = padding
+        self.padding_px = resolve_padding(padding, self.kernel_size)
+        self.out_channels = MAPS_PER_CHANNEL * in_channels
+        basis = stft_basis(
+            self.kernel_size, dtype=dtype or torch.get_default_dtype(), device=device
+        )
+        self.register_buffer("basis", basis, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) → (N, 8C, H_out, W_out)."""
+        if torch.jit.is_scripting():
+            bank = self.basis.repeat(self.in_channels, 1, 1).unsqueeze(1)
+            return F.conv2d(x, bank, None, self.stride, self.padding_px, 1, self.in_channels)
+        return self._forward_eager(x)
+
+    @torch.jit.unused
+    def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_channels)
+        return depthwise_stft(x, self.kernel_size, self.stride, self.padding, basis=self.basis)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding!r}"
+        )
+
+
+class DepthwiseSTFTSeparable(nn.Module):
+    """Depthwise-STFT then a trainable 1×1 convolution ``self.pointwise`` (8C → F).
+
+    Trainable parameters: 8·C·F (+ F with bias), independent of the kernel size (Table 1).
+    ``impl`` selects the execution path (``dwstft.functional.IMPLS``; ``"auto"`` picks
+    per call). ``fold()`` returns the equivalent ``nn.Conv2d(C, F, n)`` for inference.
+
+    Shapes: (N, C, H, W) → (N, F, H_out, W_out).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: str | int = "same",
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        check_positive("out_channels", out_channels)
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        self.stft = DepthwiseSTFT(in_channels, kernel_size, stride, padding, device, dtype)
+        self.pointwise = nn.Conv2d(
+            MAPS_PER_CHANNEL * in_channels, out_channels, 1, bias=bias, device=device, dtype=dtype
+        )
+        self.impl = impl
+
+    @property
+    def in_channels(self) -> int:
+        return self.stft.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.pointwise.out_channels
+
+    @property
+    def kernel_size(self) -> int:
+        return self.stft.kernel_size
+
+    @property
+    def stride(self) -> int:
+        return self.stft.stride
+
+    @property
+    def padding(self) -> str | int:
+        return self.stft.padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) → (N, F, H_out, W_out)."""
+        if torch.jit.is_scripting():
+            kernel = fold_weight_unchecked(self.pointwise.weight, self.stft.basis)
+            return F.conv2d(x, kernel, self.pointwise.bias, self.stride, self.stft.padding_px)
+        return self._forward_eager(x)
+
+    @torch.jit.unused
+    def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_channels)
+        impl = self.impl
+        if impl == "auto" and not self.training:
+            # Evaluation mode: the fastest forward-only path, built from plain operators
+            # (so tracing and export see ordinary convolutions).
+            impl = choose_impl(self.kernel_size, needs_grad=False, compiling=False)
+        return stft_separable(
+            x,
+            self.pointwise.weight,
+            self.pointwise.bias,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            impl=impl,
+            basis=self.stft.basis,
+        )
+
+    @torch.no_grad()
+    def fold(self) -> nn.Conv2d:
+        """An ``nn.Conv2d(C, F, n)`` computing the same function (for inference/export)."""
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.stft.padding_px,
+            bias=self.pointwise.bias is not None,
+            device=self.pointwise.weight.device,
+            dtype=self.pointwise.weight.dtype,
+        )
+        conv.weight.copy_(fold_weight(self.pointwise.weight, self.stft.basis))
+        if conv.bias is not None:
+            conv.bias.copy_(self.pointwise.bias)
+        return conv
+
+    def extra_repr(self) -> str:
+        return f"impl={self.impl!r}"
