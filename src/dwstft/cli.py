@@ -41,8 +41,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     folded = layer.fold()
     err = (folded(x) - y).abs().max().item()
     params = sum(p.numel() for p in layer.parameters())
+    expected = 8 * args.in_channels * args.out_channels + args.out_channels
     print(f"{layer}\ninput {tuple(x.shape)} -> output {tuple(y.shape)}")
-    print(f"trainable parameters: {params} (8*c*f + f = {8 * args.in_channels * args.out_channels + args.out_channels})")
+    print(f"trainable parameters: {params} (8*c*f + f = {expected})")
     print(f"folded nn.Conv2d max |difference|: {err:.2e}")
     return 0
 

@@ -1,0 +1,33 @@
+"""Initialisation and argument checks shared by the baseline networks."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def init_weights(module: nn.Module) -> None:
+    """Kaiming-normal convs (fan_out), BN weight 1 / bias 0, linear N(0, 0.01) / bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.01)
+            nn.init.zeros_(m.bias)
+
+
+def check_classifier_args(num_classes: object, in_chans: object) -> None:
+    """Raise ValueError unless ``num_classes`` is an int >= 0 and ``in_chans`` an int >= 1."""
+    for arg, value, low in (("num_classes", num_classes, 0), ("in_chans", in_chans, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
+
+
+def check_width_mult(width_mult: object) -> None:
+    """Raise ValueError unless ``width_mult`` is a real number > 0."""
+    if not isinstance(width_mult, (int, float)) or isinstance(width_mult, bool) or width_mult <= 0:
+        raise ValueError(f"width_mult must be a number > 0 (default 1.0), got {width_mult!r}")

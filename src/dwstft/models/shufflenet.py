@@ -1,0 +1,143 @@
+"""ShuffleNet (v1) for CIFAR (Zhang et al., 2018, "ShuffleNet: An Extremely Efficient
+Convolutional Neural Network for Mobile Devices").
+
+Variant: groups g = 2 at scale 1.0: a 3×3 stem conv to 24 channels, three stages of
+4 / 8 / 4 ShuffleNet units with 200 / 400 / 800 output channels, then global average
+pooling and a linear classifier (800 features). A unit is a grouped 1×1 conv + BN + ReLU,
+a channel shuffle, a 3×3 depthwise conv + BN, a grouped 1×1 conv + BN, with bottleneck
+width a quarter of the unit's output; a stride-1 unit adds the identity, the stride-2
+unit that opens each stage concatenates a 3×3 average-pooled shortcut. As in the paper,
+the first 1×1 conv of the first stage is not grouped (its input has only 24 channels).
+
+CIFAR adaptation: the stem's stride is 2 → 1 and its 3×3 max-pool is removed (a 32×32
+image cannot afford the ImageNet model's 32× downsampling); the three stride-2 stage
+openings are kept, so a 32×32 input ends at an 800 × 4×4 map. Parameter counts do not
+depend on strides: 932,848 in the conv body, 1,012,948 with a 100-class head (Table 2
+of Kumawat & Raman, 2020: 1.05M, 800 features).
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import torch
+from torch import nn
+
+from dwstft.models.base import ImageClassifier
+from dwstft.models.common import check_classifier_args, check_width_mult, init_weights
+from dwstft.models.registry import PaperReference, register_model
+
+# Stage output channels at scale 1.0 for each group count, the paper's Table 1.
+STAGE_CHANNELS: dict[int, tuple[int, int, int]] = {
+    1: (144, 288, 576),
+    2: (200, 400, 800),
+    3: (240, 480, 960),
+    4: (272, 544, 1088),
+    8: (384, 768, 1536),
+}
+STAGE_REPEATS = (4, 8, 4)
+STEM_CHANNELS = 24
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleave ``groups`` channel groups: (N, C, H, W) → (N, C, H, W).
+
+    Output channel ``j * groups + g`` is input channel ``g * (C // groups) + j``, so every
+    group of the next grouped conv sees channels from every group of the previous one.
+    """
+    n, c, h, w = x.shape
+    if c % groups != 0:
+        raise ValueError(f"channels must be divisible by groups={groups}, got {c} channels")
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def conv_bn(
+    in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, groups: int = 1
+) -> list[nn.Module]:
+    """Conv (no bias) + BN layers: (N, in_chans, H, W) → (N, out_chans, H/s, W/s)."""
+    return [
+        nn.Conv2d(
+            in_chans,
+            out_chans,
+            kernel_size,
+            stride=stride,
+            padding=kernel_size // 2,
+            groups=groups,
+            bias=False,
+        ),
+        nn.BatchNorm2d(out_chans),
+    ]
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNet unit: (N, in_chans, H, W) → (N, out_chans, H/s, W/s).
+
+    With stride 2 the residual branch produces ``out_chans - in_chans`` channels and is
+    concatenated with the average-pooled input; with stride 1 it is added to the input.
+    """
+
+    def __init__(
+        self, in_chans: int, out_chans: int, stride: int, groups: int, first_groups: int
+    ) -> None:
+        super().__init__()
+        mid = out_chans // 4
+        branch_out = out_chans - in_chans if stride == 2 else out_chans
+        self.first_groups = first_groups
+        self.compress = nn.Sequential(
+            *conv_bn(in_chans, mid, 1, groups=first_groups), nn.ReLU(inplace=True)
+        )
+        self.expand = nn.Sequential(
+            *conv_bn(mid, mid, 3, stride=stride, groups=mid),
+            *conv_bn(mid, branch_out, 1, groups=groups),
+        )
+        self.shortcut = nn.AvgPool2d(3, stride=2, padding=1) if stride == 2 else None
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_chans, H, W) → (N, out_chans, H/s, W/s)."""
+        out = self.expand(channel_shuffle(self.compress(x), self.first_groups))
+        if self.shortcut is None:
+            return self.relu(x + out)
+        return self.relu(torch.cat((self.shortcut(x), out), dim=1))
+
+
+class ShuffleNet(ImageClassifier):
+    """ShuffleNet v1, CIFAR variant: (N, in_chans, 32, 32) → logits (N, num_classes).
+
+    ``features`` maps (N, in_chans, H, W) → (N, 800, H/8, W/8) at g = 2, scale 1.0. At
+    other scales stage widths are rounded to a multiple of 4·groups (so bottlenecks split
+    evenly into groups); the stem stays at 24 channels.
+    """
+
+    def __init__(
+        self, num_classes: int = 10, in_chans: int = 3, groups: int = 2, width_mult: float = 1.0
+    ) -> None:
+        check_classifier_args(num_classes, in_chans)
+        if isinstance(groups, bool) or groups not in STAGE_CHANNELS:
+            expected = sorted(STAGE_CHANNELS)
+            raise ValueError(f"groups must be one of {expected} (default 2), got {groups!r}")
+        check_width_mult(width_mult)
+        unit = 4 * groups
+        widths = [max(1, round(c * width_mult / unit)) * unit for c in STAGE_CHANNELS[groups]]
+        if any(out_c <= in_c for in_c, out_c in pairwise((STEM_CHANNELS, *widths))):
+            raise ValueError(
+                f"width_mult must give stage widths increasing from {STEM_CHANNELS} "
+                f"(e.g. 1.0), got {width_mult!r} → widths {widths} at groups={groups}"
+            )
+        super().__init__(widths[-1], num_classes)
+        layers: list[nn.Module] = [*conv_bn(in_chans, STEM_CHANNELS, 3), nn.ReLU(inplace=True)]
+        in_c = STEM_CHANNELS
+        for stage, (out_c, repeats) in enumerate(zip(widths, STAGE_REPEATS, strict=True)):
+            for i in range(repeats):
+                first_groups = 1 if stage == 0 and i == 0 else groups
+                stride = 2 if i == 0 else 1
+                layers.append(ShuffleUnit(in_c, out_c, stride, groups, first_groups))
+                in_c = out_c
+        self.features = nn.Sequential(*layers)
+        init_weights(self)
+
+
+@register_model(paper=PaperReference(params_m=1.05, features=800, cifar10=90.80, cifar100=70.06))
+def shufflenet(num_classes: int = 10, in_chans: int = 3, **kwargs) -> ShuffleNet:
+    """ShuffleNet v1, g = 2, scale 1.0, CIFAR stem: 1.01M parameters at 100 classes."""
+    return ShuffleNet(num_classes=num_classes, in_chans=in_chans, **kwargs)
