@@ -15,8 +15,11 @@ the benchmark behind ``"auto"``):
     A custom autograd Function: forward as ``"grouped"`` but saving only the input; the
     backward recomputes the maps. Training memory does not grow by the 8C intermediate.
 ``"shift"``
-    ``"recompute"`` with the bank computed by separable shift-and-add passes
-    (``dwstft.separable``): slow in eager, fused into one loop by ``torch.compile``.
+    The bank as separable shift-and-add passes (``dwstft.separable``) then the 1×1,
+    inside ``torch.utils.checkpoint`` so only the input is saved. Slow in eager; under
+    ``torch.compile`` Inductor fuses the passes and the partitioner recomputes them in
+    backward. (A custom autograd Function does not keep its memory saving under compile:
+    AOTAutograd traces its forward and backward together and saves the shared maps.)
 
 ``"auto"`` picks per call with ``choose_impl``.
 """
@@ -25,12 +28,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from dwstft.basis import MAPS_PER_CHANNEL, check_kernel_size, stft_basis
-from dwstft.separable import stft_maps_shift, stft_maps_shift_adjoint
+from dwstft.separable import stft_maps_shift, to_frequency_major
 
 IMPLS = ("auto", "grouped", "folded", "recompute", "shift")
-_SPATIAL = ("conv", "shift")
 
 
 def resolve_padding(padding: str | int, kernel_size: int) -> int:
@@ -93,17 +96,9 @@ def _bank(basis: torch.Tensor, channels: int) -> torch.Tensor:
     return basis.repeat(channels, 1, 1).unsqueeze(1)
 
 
-def _maps(x: torch.Tensor, basis: torch.Tensor, stride: int, padding: int, spatial: str):
-    if spatial == "shift":
-        return stft_maps_shift(x, basis.shape[-1], stride, padding)
+def _maps(x: torch.Tensor, basis: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+    """(N, C, H, W) → (N, 8C, H_out, W_out) by grouped conv, channel c*8 + k."""
     return F.conv2d(x, _bank(basis, x.shape[1]), None, stride, padding, 1, x.shape[1])
-
-
-def _maps_adjoint(g, basis, input_shape, stride: int, padding: int, spatial: str):
-    if spatial == "shift":
-        return stft_maps_shift_adjoint(g, input_shape[-2:], basis.shape[-1], stride, padding)
-    bank = _bank(basis, input_shape[1])
-    return torch.nn.grad.conv2d_input(input_shape, bank, g, stride, padding, 1, input_shape[1])
 
 
 def depthwise_stft(
@@ -130,7 +125,7 @@ def depthwise_stft(
     check_input(x)
     stride = check_positive("stride", stride)
     pad = resolve_padding(padding, n)
-    return _maps(x, _basis_for(x, n, basis), stride, pad, "conv")
+    return _maps(x, _basis_for(x, n, basis), stride, pad)
 
 
 def fold_weight(weight: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -165,21 +160,21 @@ class _RecomputeSTFTSeparable(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, basis, stride, padding, spatial):
-        maps = _maps(x, basis.to(x.dtype), stride, padding, spatial)
+    def forward(ctx, x, weight, bias, basis, stride, padding):
+        maps = _maps(x, basis, stride, padding)
         ctx.save_for_backward(x, weight, basis)
-        ctx.conf = (stride, padding, spatial, bias is not None)
+        ctx.conf = (stride, padding, bias is not None)
         return F.conv2d(maps, weight.to(maps.dtype), None if bias is None else bias.to(maps.dtype))
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, basis = ctx.saved_tensors
-        stride, padding, spatial, has_bias = ctx.conf
+        stride, padding, has_bias = ctx.conf
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         # Under autocast the forward ran in grad_out's dtype; recompute in that dtype.
         dtype = grad_out.dtype
         basis_d = basis.to(dtype)
-        maps = _maps(x.to(dtype), basis_d, stride, padding, spatial)
+        maps = _maps(x.to(dtype), basis_d, stride, padding)
         grad_maps, grad_w, grad_b = torch.ops.aten.convolution_backward(
             grad_out,
             maps,
@@ -195,13 +190,27 @@ class _RecomputeSTFTSeparable(torch.autograd.Function):
         )
         grad_x = None
         if need_x:
-            grad_x = _maps_adjoint(grad_maps, basis_d, x.shape, stride, padding, spatial)
-            grad_x = grad_x.to(x.dtype)
+            bank = _bank(basis_d, x.shape[1])
+            grad_x = torch.nn.grad.conv2d_input(
+                x.shape, bank, grad_maps, stride, padding, 1, x.shape[1]
+            ).to(x.dtype)
         if grad_w is not None:
             grad_w = grad_w.to(weight.dtype)
         if grad_b is not None:
             grad_b = grad_b.to(weight.dtype)
-        return grad_x, grad_w, grad_b, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+def _shift_separable(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+) -> torch.Tensor:
+    maps = stft_maps_shift(x, kernel_size, stride, padding)
+    return F.conv2d(maps, to_frequency_major(weight), bias)
 
 
 def choose_impl(kernel_size: int, needs_grad: bool, compiling: bool) -> str:
@@ -261,6 +270,7 @@ def stft_separable(
     if impl == "folded":
         return F.conv2d(x, fold_weight(weight, basis), bias, stride, pad)
     if impl == "grouped":
-        return F.conv2d(_maps(x, basis, stride, pad, "conv"), weight, bias)
-    spatial = "shift" if impl == "shift" else "conv"
-    return _RecomputeSTFTSeparable.apply(x, weight, bias, basis, stride, pad, spatial)
+        return F.conv2d(_maps(x, basis, stride, pad), weight, bias)
+    if impl == "shift":
+        return checkpoint(_shift_separable, x, weight, bias, n, stride, pad, use_reentrant=False)
+    return _RecomputeSTFTSeparable.apply(x, weight, bias, basis, stride, pad)
