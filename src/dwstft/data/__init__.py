@@ -1,0 +1,54 @@
+"""Datasets (CIFAR-10/100, scikit-learn digits), on-device augmentation and loading.
+
+This package imports nothing else from :mod:`dwstft`.
+"""
+
+from dwstft.data.augment import BatchAugment, affine_warp, normalize
+from dwstft.data.cifar import (
+    ALLOWED_GLOBALS,
+    CIFAR10_MD5,
+    CIFAR10_URL,
+    CIFAR100_MD5,
+    CIFAR100_URL,
+    CIFAR_SPECS,
+    CifarSpec,
+    CorruptArchiveError,
+    DatasetNotFoundError,
+    RestrictedUnpickler,
+    UnsafePickleError,
+    load_cifar,
+)
+from dwstft.data.datasets import (
+    DATASET_NAMES,
+    DEFAULT_DATA_DIR,
+    DatasetSplits,
+    channel_stats,
+    load_dataset,
+)
+from dwstft.data.digits import load_digits_splits
+from dwstft.data.loader import DeviceLoader
+
+__all__ = [
+    "ALLOWED_GLOBALS",
+    "CIFAR10_MD5",
+    "CIFAR10_URL",
+    "CIFAR100_MD5",
+    "CIFAR100_URL",
+    "CIFAR_SPECS",
+    "DATASET_NAMES",
+    "DEFAULT_DATA_DIR",
+    "BatchAugment",
+    "CifarSpec",
+    "CorruptArchiveError",
+    "DatasetNotFoundError",
+    "DatasetSplits",
+    "DeviceLoader",
+    "RestrictedUnpickler",
+    "UnsafePickleError",
+    "affine_warp",
+    "channel_stats",
+    "load_cifar",
+    "load_dataset",
+    "load_digits_splits",
+    "normalize",
+]

@@ -1,0 +1,430 @@
+"""CIFAR loading from tiny archives fabricated in the exact canonical python format."""
+
+from __future__ import annotations
+
+import builtins
+import codecs
+import dataclasses
+import io
+import os
+import pickle
+import tarfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dwstft.data import (
+    CIFAR_SPECS,
+    CorruptArchiveError,
+    DatasetNotFoundError,
+    UnsafePickleError,
+    channel_stats,
+    load_dataset,
+)
+from dwstft.data.cifar import ALLOWED_GLOBALS, md5sum, restricted_load
+
+PER_FILE = 4  # images per batch file
+
+
+class Py2Pickler(pickle._Pickler):
+    """Writes str and bytes as Python 2 byte strings, as the original CIFAR files are."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2_string(self, obj: str | bytes) -> None:
+        data = obj.encode("latin1") if isinstance(obj, str) else obj
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + len(data).to_bytes(4, "little") + data)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_string
+    dispatch[str] = save_py2_string
+
+
+def py2_dumps(obj: object) -> bytes:
+    """A protocol-2 pickle as Python 2 + numpy 1 wrote it (numpy.core names, byte strings)."""
+    buf = io.BytesIO()
+    Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
+def make_batch(seed: int, label_key: str, num_classes: int, str_keys: bool = False) -> dict:
+    rng = np.random.default_rng(seed)
+    batch = {
+        b"batch_label": f"batch {seed}".encode(),
+        label_key.encode(): rng.integers(0, num_classes, PER_FILE).tolist(),
+        b"data": rng.integers(0, 256, (PER_FILE, 3072), dtype=np.uint8),
+        b"filenames": [f"img_{seed}_{i}.png".encode() for i in range(PER_FILE)],
+    }
+    if label_key == "fine_labels":
+        batch[b"coarse_labels"] = [label // 5 for label in batch[b"fine_labels"]]
+    return {k.decode(): v for k, v in batch.items()} if str_keys else batch
+
+
+def dump(path: Path, obj: object) -> None:
+    path.write_bytes(pickle.dumps(obj, protocol=2))
+
+
+def write_folder(root: Path, name: str, str_keys: bool = False) -> dict[str, dict]:
+    """Write ``name``'s extracted folder under ``root``; return the batches by file name."""
+    spec = CIFAR_SPECS[name]
+    folder = root / spec.folder
+    folder.mkdir(parents=True)
+    batches = {}
+    for i, file in enumerate(spec.batch_files):
+        batches[file] = make_batch(i, spec.label_key, spec.num_classes, str_keys)
+        dump(folder / file, batches[file])
+    if name == "cifar10":
+        meta = {b"label_names": [f"class{i}".encode() for i in range(10)], b"num_vis": 3072}
+        dump(folder / "batches.meta", meta)
+    else:
+        meta = {
+            b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)],
+        }
+        dump(folder / "meta", meta)
+    return batches
+
+
+def pack(folder: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return archive
+
+
+@pytest.fixture
+def set_md5(monkeypatch):
+    """``set_md5(name, archive)`` makes ``archive``'s MD5 the one expected for ``name``."""
+
+    def apply(name: str, archive: Path) -> None:
+        spec = dataclasses.replace(CIFAR_SPECS[name], md5=md5sum(archive))
+        monkeypatch.setitem(CIFAR_SPECS, name, spec)
+
+    return apply
+
+
+@pytest.fixture
+def archived(tmp_path, set_md5):
+    """A cifar10 archive in ``tmp_path / "data"`` (MD5 patched); (data_dir, batches)."""
+    batches = write_folder(tmp_path / "src", "cifar10")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    archive = pack(tmp_path / "src" / "cifar-10-batches-py", data_dir / "cifar-10-python.tar.gz")
+    set_md5("cifar10", archive)
+    return data_dir, batches
+
+
+def assert_split(images, labels, batches, files, label_key: bytes | str) -> None:
+    data_key = b"data" if isinstance(label_key, bytes) else "data"
+    data = np.concatenate([batches[f][data_key] for f in files])
+    want = np.concatenate([batches[f][label_key] for f in files])
+    assert images.dtype == torch.uint8 and labels.dtype == torch.int64
+    assert images.shape == (len(data), 3, 32, 32)
+    np.testing.assert_array_equal(images.reshape(len(data), -1).numpy(), data)
+    np.testing.assert_array_equal(labels.numpy(), want)
+    # Row-major 3×32×32: channel c, row r, column col is at c * 1024 + r * 32 + col.
+    for i, c, r, col in [(0, 0, 0, 0), (1, 0, 5, 7), (2, 1, 31, 0), (3, 2, 17, 31)]:
+        assert images[i, c, r, col] == data[i, c * 1024 + r * 32 + col]
+
+
+def leftovers(data_dir: Path) -> list[str]:
+    """Hidden staging folders or partial downloads left behind."""
+    return [p.name for p in data_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_loads_cifar10_from_archive(archived):
+    data_dir, batches = archived
+    splits = load_dataset("cifar10", data_dir, download=False)
+    spec = CIFAR_SPECS["cifar10"]
+    assert_split(splits.train_images, splits.train_labels, batches, spec.train_files, b"labels")
+    assert_split(splits.test_images, splits.test_labels, batches, spec.test_files, b"labels")
+    assert (splits.name, splits.num_classes, splits.hflip) == ("cifar10", 10, True)
+    assert (splits.mean, splits.std) == channel_stats(splits.train_images)
+    assert (data_dir / "cifar-10-batches-py" / "data_batch_5").is_file()
+    assert leftovers(data_dir) == []
+
+
+def test_extracted_folder_is_read_as_is(archived):
+    data_dir, _ = archived
+    load_dataset("cifar10", data_dir, download=False)
+    (data_dir / "cifar-10-python.tar.gz").unlink()
+    splits = load_dataset("cifar10", data_dir, download=False)
+    assert splits.train_images.shape == (5 * PER_FILE, 3, 32, 32)
+
+
+def test_loads_cifar100_from_folder(tmp_path):
+    batches = write_folder(tmp_path, "cifar100")
+    splits = load_dataset("cifar100", tmp_path, download=False)
+    assert_split(splits.train_images, splits.train_labels, batches, ("train",), b"fine_labels")
+    assert_split(splits.test_images, splits.test_labels, batches, ("test",), b"fine_labels")
+    assert (splits.num_classes, splits.hflip) == (100, True)
+
+
+def test_accepts_str_keys(tmp_path):
+    batches = write_folder(tmp_path, "cifar10", str_keys=True)
+    splits = load_dataset("cifar10", str(tmp_path), download=False)
+    assert_split(splits.test_images, splits.test_labels, batches, ("test_batch",), "labels")
+
+
+def test_reads_python2_pickles(tmp_path):
+    batches = write_folder(tmp_path, "cifar10")
+    raw = py2_dumps({k.decode(): v for k, v in batches["test_batch"].items()})
+    assert b"numpy.core.multiarray" in raw and b"_codecs" not in raw
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(raw)
+    splits = load_dataset("cifar10", tmp_path, download=False)
+    assert_split(splits.test_images, splits.test_labels, batches, ("test_batch",), b"labels")
+
+
+def test_allowed_globals_are_exactly_what_numpy_needs():
+    assert set(ALLOWED_GLOBALS) == {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+
+
+class SystemCall:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+class ExecCall(SystemCall):
+    def __reduce__(self):
+        return builtins.exec, (f"open({str(self.marker)!r}, 'w').close()",)
+
+
+class Rot13(SystemCall):
+    def __reduce__(self):
+        return codecs.encode, (str(self.marker), "rot13")
+
+
+@pytest.mark.parametrize(
+    ("payload", "refused"),
+    [(SystemCall, r"\.system"), (ExecCall, r"\.exec"), (Rot13, "rot13")],
+)
+def test_malicious_pickle_is_refused(tmp_path, payload, refused):
+    write_folder(tmp_path, "cifar10")
+    marker = tmp_path / "MARKER"
+    batch = make_batch(0, "labels", 10)
+    batch[b"labels"] = payload(marker)
+    dump(tmp_path / "cifar-10-batches-py" / "data_batch_3", batch)
+    with pytest.raises(pickle.UnpicklingError, match=refused) as info:
+        load_dataset("cifar10", tmp_path, download=False)
+    assert isinstance(info.value, UnsafePickleError) and "data_batch_3" in str(info.value)
+    assert not marker.exists()
+
+
+def test_restricted_load_round_trips_protocol2():
+    batch = make_batch(7, "labels", 10)
+    loaded = restricted_load(io.BytesIO(pickle.dumps(batch, protocol=2)))
+    np.testing.assert_array_equal(loaded[b"data"], batch[b"data"])
+    assert loaded[b"filenames"] == batch[b"filenames"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        (b"labels", [0, 1, 2, 10], r"in \[0, 10\)"),
+        (b"labels", [0, 1, 2], "must be 4 integers"),
+        (b"labels", [0.0, 1.0, 2.0, 3.0], "must be 4 integers"),
+        (b"data", np.zeros((4, 3072), np.float32), "uint8"),
+        (b"data", np.zeros((4, 1024), np.uint8), r"expected \(N, 3072\)"),
+        (b"batch_label", None, "no 'data' entry"),
+    ],
+)
+def test_invalid_content_names_the_file(tmp_path, field, value, match):
+    write_folder(tmp_path, "cifar10")
+    batch = make_batch(0, "labels", 10)
+    if value is None:
+        del batch[b"data"]
+    else:
+        batch[field] = value
+    dump(tmp_path / "cifar-10-batches-py" / "test_batch", batch)
+    with pytest.raises(ValueError, match=match) as info:
+        load_dataset("cifar10", tmp_path, download=False)
+    assert "test_batch" in str(info.value)
+
+
+def corrupt(archive: Path, how: str) -> None:
+    raw = bytearray(archive.read_bytes())
+    if how == "flipped":
+        for i in range(len(raw) // 3, len(raw) // 3 + 16):
+            raw[i] ^= 0xFF
+    else:
+        del raw[len(raw) // 2 :]
+    archive.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("how", ["flipped", "truncated"])
+def test_damaged_archive_fails_md5(archived, how):
+    data_dir, _ = archived
+    corrupt(data_dir / "cifar-10-python.tar.gz", how)
+    with pytest.raises(CorruptArchiveError, match=r"cifar-10-python\.tar\.gz has MD5"):
+        load_dataset("cifar10", data_dir, download=False)
+    assert not (data_dir / "cifar-10-batches-py").exists()
+
+
+@pytest.mark.parametrize("how", ["flipped", "truncated"])
+def test_damaged_archive_with_matching_md5_fails_extraction(archived, set_md5, how):
+    data_dir, _ = archived
+    archive = data_dir / "cifar-10-python.tar.gz"
+    corrupt(archive, how)
+    set_md5("cifar10", archive)
+    with pytest.raises(CorruptArchiveError, match=r"cifar-10-python\.tar\.gz cannot be extracted"):
+        load_dataset("cifar10", data_dir, download=False)
+    assert not (data_dir / "cifar-10-batches-py").exists()
+    assert leftovers(data_dir) == []
+
+
+def add_member(tar: tarfile.TarFile, name: str, link: str | None = None) -> None:
+    info = tarfile.TarInfo(name)
+    if link is None:
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    else:
+        info.type, info.linkname = tarfile.SYMTYPE, link
+        tar.addfile(info)
+
+
+@pytest.mark.parametrize(
+    ("name", "link"),
+    [
+        ("../evil", None),
+        ("cifar-10-batches-py/../../evil", None),
+        ("/tmp/dwstft-absolute-evil", None),
+        ("cifar-10-batches-py/evil", "../../evil"),
+        ("elsewhere/evil", None),
+    ],
+)
+def test_unsafe_member_is_refused(tmp_path, set_md5, name, link):
+    write_folder(tmp_path / "src", "cifar10")
+    data_dir = tmp_path / "data" / "cifar"
+    data_dir.mkdir(parents=True)
+    archive = data_dir / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+        add_member(tar, name, link)
+    set_md5("cifar10", archive)
+    with pytest.raises(CorruptArchiveError, match=r"refusing|outside the expected folder"):
+        load_dataset("cifar10", data_dir, download=False)
+    assert list(tmp_path.rglob("*evil*")) == []
+    assert not Path("/tmp/dwstft-absolute-evil").exists()
+    assert not (data_dir / "cifar-10-batches-py").exists()
+    assert leftovers(data_dir) == []
+
+
+def test_incomplete_folder_is_not_used(tmp_path):
+    write_folder(tmp_path, "cifar10")
+    (tmp_path / "cifar-10-batches-py" / "data_batch_2").unlink()
+    with pytest.raises(DatasetNotFoundError, match=r"incomplete.*data_batch_2"):
+        load_dataset("cifar10", tmp_path, download=False)
+
+
+def assert_names_what_to_put_where(err: DatasetNotFoundError, data_dir: Path) -> None:
+    message = str(err)
+    assert isinstance(err, FileNotFoundError)
+    assert "cifar-100-python.tar.gz" in message
+    assert str(data_dir) in message
+    assert CIFAR_SPECS["cifar100"].url in message
+
+
+def test_missing_without_download(tmp_path):
+    data_dir = tmp_path / "nowhere"
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("cifar100", data_dir, download=False)
+    assert_names_what_to_put_where(info.value, data_dir)
+    assert "download=False" in str(info.value)
+
+
+def test_missing_and_offline(tmp_path, monkeypatch):
+    def unreachable(url, timeout=None):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("cifar100", tmp_path, download=True)
+    assert_names_what_to_put_where(info.value, tmp_path)
+    assert "Name or service not known" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+class FakeResponse(io.BytesIO):
+    def __init__(self, payload: bytes) -> None:
+        super().__init__(payload)
+        self.headers = {"Content-Length": str(len(payload))}
+
+
+def serve(monkeypatch, payload: bytes) -> list[str]:
+    requested = []
+
+    def urlopen(url, timeout=None):
+        requested.append(url)
+        return FakeResponse(payload)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return requested
+
+
+def test_download_then_extract(archived, monkeypatch, tmp_path):
+    source, batches = archived
+    payload = (source / "cifar-10-python.tar.gz").read_bytes()
+    requested = serve(monkeypatch, payload)
+    data_dir = tmp_path / "fresh"
+    splits = load_dataset("cifar10", data_dir, download=True)
+    assert requested == [CIFAR_SPECS["cifar10"].url]
+    assert (data_dir / "cifar-10-python.tar.gz").read_bytes() == payload
+    assert_split(splits.test_images, splits.test_labels, batches, ("test_batch",), b"labels")
+    assert leftovers(data_dir) == []
+
+
+def test_download_with_wrong_md5_is_discarded(archived, monkeypatch, tmp_path):
+    source, _ = archived
+    serve(monkeypatch, (source / "cifar-10-python.tar.gz").read_bytes()[:-100])
+    data_dir = tmp_path / "fresh"
+    with pytest.raises(CorruptArchiveError, match="has MD5"):
+        load_dataset("cifar10", data_dir, download=True)
+    assert list(data_dir.iterdir()) == []
+
+
+def test_spec_names_match_urls():
+    for spec in CIFAR_SPECS.values():
+        assert spec.url.endswith("/" + spec.archive)
+        assert spec.url.startswith("https://www.cs.toronto.edu/~kriz/")
+        assert len(spec.md5) == 32 and int(spec.md5, 16) >= 0
+
+
+def test_unknown_dataset_lists_choices():
+    with pytest.raises(ValueError, match="cifar10, cifar100, digits; got 'mnist'"):
+        load_dataset("mnist")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_garbled_batch_file_names_the_file(tmp_path, damage):
+    write_folder(tmp_path, "cifar10")
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else raw[:20] + b"\xc2" * 99)
+    with pytest.raises(ValueError, match=r"data_batch_1 is not a valid CIFAR batch pickle"):
+        load_dataset("cifar10", tmp_path, download=False)
+
+
+def test_archive_missing_batches_is_refused(tmp_path, set_md5):
+    write_folder(tmp_path / "src", "cifar10")
+    (tmp_path / "src" / "cifar-10-batches-py" / "test_batch").unlink()
+    archive = pack(tmp_path / "src" / "cifar-10-batches-py", tmp_path / "cifar-10-python.tar.gz")
+    set_md5("cifar10", archive)
+    with pytest.raises(CorruptArchiveError, match=r"lacks the batch files test_batch"):
+        load_dataset("cifar10", tmp_path, download=False)
+    assert not (tmp_path / "cifar-10-batches-py").exists()
+    assert leftovers(tmp_path) == []
