@@ -5,6 +5,7 @@ from torch import nn
 
 from dwstft import DepthwiseSTFT, DepthwiseSTFTSeparable
 from dwstft.functional import IMPLS
+from dwstft.layers import MultiScaleSTFTSeparable, ReLPU, set_impl
 from stft_reference import stft_reference
 
 
@@ -198,3 +199,48 @@ def test_cuda_matches_cpu(impl):
     yg.square().sum().backward()
     torch.testing.assert_close(yg.cpu(), y, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(xg.grad.cpu(), x.grad, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("train", [True, False])
+def test_multiscale_equals_concat_then_pointwise(impl, train):
+    torch.manual_seed(3)
+    layer = MultiScaleSTFTSeparable(4, 6, (3, 5), impl=impl, dtype=torch.float64).train(train)
+    x = torch.randn(2, 4, 9, 7, dtype=torch.float64, requires_grad=True)
+    maps = np.concatenate([stft_reference(x.detach().numpy(), n) for n in (3, 5)], axis=1)
+    w = layer.pointwise.weight.detach()[:, :, 0, 0].numpy()
+    ref = np.einsum("fk,nkhw->nfhw", w, maps) + layer.pointwise.bias.detach().numpy()[:, None, None]
+    y = layer(x)
+    np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-9, atol=1e-9)
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert n_params(layer) == 8 * 4 * 2 * 6 + 6
+
+
+def test_multiscale_fold_is_one_conv_of_the_largest_size():
+    layer = MultiScaleSTFTSeparable(3, 5, (3, 5, 7), dtype=torch.float64)
+    conv = layer.fold()
+    assert conv.weight.shape == (5, 3, 7, 7)
+    x = torch.randn(2, 3, 10, 10, dtype=torch.float64)
+    torch.testing.assert_close(conv(x), layer(x), rtol=0, atol=1e-12)
+    scripted = torch.jit.script(layer.eval())
+    torch.testing.assert_close(scripted(x), layer(x), rtol=0, atol=1e-12)
+
+
+def test_relpu_is_relu_between_the_bank_and_the_pointwise():
+    layer = ReLPU(3, 4, (3, 5), dtype=torch.float64)
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    maps = np.concatenate([stft_reference(x.numpy(), n) for n in (3, 5)], axis=1)
+    w = layer.pointwise.weight.detach()[:, :, 0, 0].numpy()
+    ref = np.einsum("fk,nkhw->nfhw", w, np.maximum(maps, 0))
+    ref += layer.pointwise.bias.detach().numpy()[:, None, None]
+    np.testing.assert_allclose(layer(x).detach().numpy(), ref, rtol=1e-9, atol=1e-12)
+    assert n_params(layer) == 8 * 3 * 2 * 4 + 4
+
+
+def test_set_impl_reaches_every_stft_layer():
+    model = nn.Sequential(DepthwiseSTFTSeparable(3, 4), MultiScaleSTFTSeparable(4, 4))
+    set_impl(model, "grouped")
+    assert [m.impl for m in model] == ["grouped", "grouped"]
+    with pytest.raises(ValueError, match="impl"):
+        set_impl(model, "nope")

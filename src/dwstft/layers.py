@@ -1,4 +1,5 @@
-"""``nn.Module`` front ends: DepthwiseSTFT, DepthwiseSTFTSeparable and ReLPU.
+"""``nn.Module`` front ends: DepthwiseSTFT, DepthwiseSTFTSeparable, its inception-style
+multi-scale form (the core of the paper's Block 1) and ReLPU.
 
 Constructors take ``nn.Conv2d``'s arguments in ``nn.Conv2d``'s order. The fixed STFT
 kernels are non-persistent buffers, so ``parameters()`` holds exactly what trains and
@@ -171,3 +172,166 @@ class DepthwiseSTFTSeparable(nn.Module):
 
     def extra_repr(self) -> str:
         return f"impl={self.impl!r}"
+
+
+class MultiScaleSTFTSeparable(nn.Module):
+    """Depthwise-STFT at several neighbourhood sizes, concatenated, then one trainable 1×1
+    (the paper's Block 1 core: n = 3 and n = 5 on the same channels, "inception style").
+
+    Equal to the sum of one ``DepthwiseSTFTSeparable`` per size, each using its own slice
+    of ``pointwise.weight``, which is how it runs: every size takes its fastest path.
+    Stride 1, size-preserving padding. Trainable parameters: 8·C·len(kernel_sizes)·F (+F).
+
+    Shapes: (N, C, H, W) → (N, F, H, W).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_sizes: tuple[int, ...] = (3, 5),
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        check_positive("out_channels", out_channels)
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        if not kernel_sizes:
+            raise ValueError("kernel_sizes must name at least one odd size >= 3, got ()")
+        self.stfts = nn.ModuleList(
+            DepthwiseSTFT(in_channels, n, device=device, dtype=dtype) for n in kernel_sizes
+        )
+        width = MAPS_PER_CHANNEL * in_channels
+        self.pointwise = nn.Conv2d(
+            width * len(kernel_sizes), out_channels, 1, bias=bias, device=device, dtype=dtype
+        )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_sizes = tuple(s.kernel_size for s in self.stfts)
+        self.maps_width = width
+        self.max_kernel_size = max(self.kernel_sizes)
+        self.impl = impl
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) → (N, F, H, W)."""
+        if torch.jit.is_scripting():
+            pad = self.max_kernel_size // 2
+            return F.conv2d(x, self._folded_kernel(), self.pointwise.bias, 1, pad)
+        return self._forward_eager(x)
+
+    @torch.jit.unused
+    def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_channels)
+        width = self.maps_width
+        weight, out = self.pointwise.weight, None
+        for i, stft in enumerate(self.stfts):
+            impl = self.impl
+            if impl == "auto" and not self.training:
+                impl = choose_impl(stft.kernel_size, needs_grad=False, compiling=False)
+            part = stft_separable(
+                x,
+                weight[:, i * width : (i + 1) * width],
+                self.pointwise.bias if i == 0 else None,
+                stft.kernel_size,
+                impl=impl,
+                basis=stft.basis,
+            )
+            out = part if out is None else out + part
+        return out
+
+    def _folded_kernel(self) -> torch.Tensor:
+        """(F, C, n_max, n_max): every size's folded kernel, centred and summed."""
+        width = self.maps_width
+        n_max = self.max_kernel_size
+        kernel = self.pointwise.weight.new_zeros(self.out_channels, self.in_channels, n_max, n_max)
+        for i, stft in enumerate(self.stfts):
+            part = fold_weight_unchecked(
+                self.pointwise.weight[:, i * width : (i + 1) * width], stft.basis
+            )
+            p = (n_max - stft.kernel_size) // 2
+            kernel = kernel + F.pad(part, [p, p, p, p])
+        return kernel
+
+    @torch.no_grad()
+    def fold(self) -> nn.Conv2d:
+        """One ``nn.Conv2d(C, F, n_max)`` computing the same function."""
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.max_kernel_size,
+            padding=self.max_kernel_size // 2,
+            bias=self.pointwise.bias is not None,
+            device=self.pointwise.weight.device,
+            dtype=self.pointwise.weight.dtype,
+        )
+        conv.weight.copy_(self._folded_kernel())
+        if conv.bias is not None:
+            conv.bias.copy_(self.pointwise.bias)
+        return conv
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_sizes={self.kernel_sizes}, "
+            f"impl={self.impl!r}"
+        )
+
+
+class ReLPU(nn.Module):
+    """ReLPU (Kumawat & Raman, ICASSP 2019, the paper's ref. [14]): Depthwise-STFT, ReLU on
+    the real/imaginary coefficients, then a trainable 1×1. With several kernel sizes the
+    coefficients of every size are concatenated before the ReLU. The ReLU sits between
+    the fixed bank and the pointwise weight, so unlike the Depthwise-STFT separable layer
+    it cannot be folded into one convolution.
+
+    Shapes: (N, C, H, W) → (N, F, H, W). Trainable parameters: 8·C·len(kernel_sizes)·F (+F).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_sizes: tuple[int, ...] = (3,),
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive("out_channels", out_channels)
+        if not kernel_sizes:
+            raise ValueError("kernel_sizes must name at least one odd size >= 3, got ()")
+        self.stfts = nn.ModuleList(
+            DepthwiseSTFT(in_channels, n, device=device, dtype=dtype) for n in kernel_sizes
+        )
+        self.pointwise = nn.Conv2d(
+            MAPS_PER_CHANNEL * in_channels * len(kernel_sizes),
+            out_channels,
+            1,
+            bias=bias,
+            device=device,
+            dtype=dtype,
+        )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_sizes = tuple(s.kernel_size for s in self.stfts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) → (N, F, H, W)."""
+        maps = torch.cat([stft(x) for stft in self.stfts], dim=1)
+        return self.pointwise(F.relu(maps))
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_sizes={self.kernel_sizes}"
+
+
+def set_impl(module: nn.Module, impl: str) -> nn.Module:
+    """Set the execution path of every Depthwise-STFT separable layer inside ``module``
+    (e.g. ``"grouped"`` to count the paper's multiply-adds). Returns ``module``."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    for m in module.modules():
+        if isinstance(m, (DepthwiseSTFTSeparable, MultiScaleSTFTSeparable)):
+            m.impl = impl
+    return module

@@ -1,6 +1,13 @@
 """Model registry and every registered network (importing a module registers its models)."""
 
-from dwstft.models import mobilenet, mobilenetv2, shufflenet, shufflenetv2  # noqa: F401
+from dwstft.models import (  # noqa: F401  (importing registers the models)
+    mobilenet,
+    mobilenetv2,
+    relpu,
+    shufflenet,
+    shufflenetv2,
+    stftnet,
+)
 from dwstft.models.registry import (
     PaperReference,
     create_model,
