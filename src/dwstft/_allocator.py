@@ -25,6 +25,14 @@ SETTINGS = {
 }
 
 
+_configured = False
+
+
+def allocator_configured() -> bool:
+    """Whether ``configure_allocator`` succeeded in this process."""
+    return _configured
+
+
 def configure_allocator() -> bool:
     """Apply the settings through glibc's ``mallopt``; returns False where unavailable
     (not Linux/glibc), in which case nothing changes."""
@@ -40,7 +48,9 @@ def configure_allocator() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
+    global _configured
     ok = True
     for option, value in SETTINGS.values():
         ok &= bool(mallopt(option, value))
+    _configured = ok
     return ok

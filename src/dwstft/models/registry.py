@@ -9,6 +9,7 @@ returns an ``nn.Module`` with ``num_classes``, ``forward_features``, ``forward_h
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,9 +60,14 @@ def register_model(
     return decorate(fn) if fn is not None else decorate
 
 
+def _natural_key(name: str) -> list[object]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def list_models(pattern: str | None = None) -> list[str]:
-    """Sorted names of registered models, optionally filtered by a shell-style pattern."""
-    names = sorted(_MODELS)
+    """Names of registered models in natural order (``b8`` before ``b16``), optionally
+    filtered by a shell-style pattern."""
+    names = sorted(_MODELS, key=_natural_key)
     if pattern is None:
         return names
     return [n for n in names if fnmatch.fnmatch(n, pattern)]
