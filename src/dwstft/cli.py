@@ -4,8 +4,9 @@ the modules it calls (imported lazily, so ``dwstft --help`` stays fast)."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dwstft._allocator import configure_allocator
 
@@ -17,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Depthwise-STFT separable CNNs: train, evaluate, benchmark, export.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo,):
+    commands = (_add_demo, _add_models, _add_train, _add_eval, _add_bench, _add_reproduce)
+    for add in (*commands, _add_viz, _add_export):
         add(sub)
     return parser
 
@@ -45,6 +47,535 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"{layer}\ninput {tuple(x.shape)} -> output {tuple(y.shape)}")
     print(f"trainable parameters: {params} (8*c*f + f = {expected})")
     print(f"folded nn.Conv2d max |difference|: {err:.2e}")
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="Markdown table of every registered model")
+    p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'stftnet_*'")
+    p.add_argument("--num-classes", type=int, default=100)
+    p.set_defaults(handler=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from dwstft.bench.complexity import models_table
+    from dwstft.models import list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        print(f"no registered model matches {args.pattern!r}", file=sys.stderr)
+        return 2
+    print(models_table(names, args.num_classes))
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks measured side by side (ratios)")
+    what = p.add_subparsers(dest="bench_target", required=True, metavar="TARGET")
+    layer = what.add_parser("layer", help="the layer's execution paths vs R0/R1/R2")
+    layer.add_argument("-b", "--batch-size", type=int, default=64)
+    layer.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    layer.add_argument("--device", default="cpu")
+    layer.add_argument("--channels-last", action="store_true")
+    layer.add_argument("--compile", action="store_true", help="add torch.compile(auto layer)")
+    layer.add_argument(
+        "--kernel-sizes", type=int, nargs="+", default=[3, 5], metavar="N", help="n values"
+    )
+    layer.add_argument("--output", help="also write the Markdown table to this file")
+    layer.set_defaults(handler=_run_bench_layer)
+    pipeline = what.add_parser(
+        "pipeline", help="training images/s: on-device pipeline vs per-image DataLoader"
+    )
+    pipeline.add_argument("--model", default="stftnet_b8_f128")
+    pipeline.add_argument("-b", "--batch-size", type=_positive_int, default=64)
+    pipeline.add_argument("--batches", type=_positive_int, default=30, help="timed per pipeline")
+    pipeline.add_argument("--rounds", type=_positive_int, default=3, help="interleaved rounds")
+    pipeline.add_argument(
+        "--images", type=_positive_int, default=5000, help="random CIFAR-shaped images"
+    )
+    pipeline.add_argument(
+        "--workers", type=_nonneg_int, nargs="+", default=[0, 2], help="DataLoader num_workers"
+    )
+    pipeline.add_argument("--output", help="also write the Markdown table to this file")
+    pipeline.set_defaults(handler=_run_bench_pipeline)
+    models = what.add_parser("models", help="every model: params, MACs, speed, memory")
+    models.add_argument("--models", nargs="+", help="names (default: every registered model)")
+    models.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds")
+    models.add_argument("--device", default="cpu")
+    models.add_argument("--channels-last", action="store_true")
+    models.add_argument("--json", help="write the results here (input of `dwstft viz pareto`)")
+    models.add_argument("--output", help="also write the Markdown table to this file")
+    models.add_argument(
+        "--profile", metavar="MODEL", help="instead: profile one training step of MODEL"
+    )
+    models.set_defaults(handler=_run_bench_models)
+
+
+def _run_bench_models(args: argparse.Namespace) -> int:
+    import torch
+
+    from dwstft.bench.models import (
+        format_models_table,
+        profile_training_step,
+        run_models_benchmark,
+        write_json,
+    )
+
+    if args.profile:
+        print(profile_training_step(args.profile, args.device))
+        return 0
+    results = run_models_benchmark(
+        args.models, args.device, args.rounds, channels_last=args.channels_last
+    )
+    device = torch.device(args.device)
+    table = format_models_table(results, device, args.channels_last)
+    print(table)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+    if args.json:
+        write_json(results, args.json, device, "dwstft " + " ".join(sys.argv[1:]))
+    return 0
+
+
+def _run_bench_layer(args: argparse.Namespace) -> int:
+    import torch
+
+    from dwstft.bench.layer import SHAPES, format_layer_table, run_layer_benchmark
+
+    results = run_layer_benchmark(
+        SHAPES,
+        tuple(args.kernel_sizes),
+        batch=args.batch_size,
+        rounds=args.rounds,
+        device=args.device,
+        channels_last=args.channels_last,
+        compile_auto=args.compile,
+    )
+    table = format_layer_table(
+        results, args.batch_size, torch.device(args.device), args.channels_last
+    )
+    print(table)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+    return 0
+
+
+def _run_bench_pipeline(args: argparse.Namespace) -> int:
+    import torch
+
+    from dwstft.bench.pipeline import (
+        fabricate_images,
+        format_pipeline_table,
+        run_pipeline_benchmark,
+    )
+    from dwstft.models import create_model
+
+    try:
+        model = create_model(args.model, num_classes=10, in_chans=3)
+        images, labels = fabricate_images(args.images)
+        torch.manual_seed(0)
+        results = run_pipeline_benchmark(
+            model,
+            images,
+            labels,
+            batch=args.batch_size,
+            batches=args.batches,
+            rounds=args.rounds,
+            workers=args.workers,
+        )
+    except ValueError as e:
+        return _usage_error("bench pipeline", e)
+    table = format_pipeline_table(results, args.model, args.batch_size, args.images)
+    print(table)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+    return 0
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an int >= ``low`` (errors name the option and the bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_nonneg_int = _int_at_least(0)
+
+
+def _nonneg_float(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+#: ``dwstft train`` options that map one-to-one onto TrainConfig fields (argparse dest names).
+_TRAIN_FIELDS = (
+    "model",
+    "dataset",
+    "data_dir",
+    "output",
+    "epochs",
+    "batch_size",
+    "final_batch_size",
+    "final_epochs",
+    "validation_batch_size",
+    "drop_last",
+    "opt",
+    "lr",
+    "momentum",
+    "opt_eps",
+    "opt_betas",
+    "weight_decay",
+    "sched",
+    "min_lr",
+    "warmup_epochs",
+    "warmup_lr",
+    "label_smoothing",
+    "clip_grad",
+    "max_shift",
+    "max_rotation",
+    "seed",
+    "amp",
+    "amp_dtype",
+    "channels_last",
+    "compile",
+    "device",
+)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a registered model on CIFAR-10/100 or digits",
+        description=(
+            "Train with the paper's recipe (Adam, lr 0.01, batch 64 then 128 for the last "
+            "quarter of the epochs) or the fast one (AdamW, warm-up + cosine, label "
+            "smoothing). Every option below overrides the recipe's value. Writes config.json, "
+            "metrics.jsonl, summary.csv, curves.png, best.safetensors and last.pt to --output. "
+            "Under torchrun the same command trains with DDP."
+        ),
+    )
+    run = p.add_argument_group("run")
+    run.add_argument("--model", help="registered model name (see `dwstft models`)")
+    run.add_argument("--dataset", help="cifar10, cifar100 or digits")
+    run.add_argument("--data-dir", help="where CIFAR is found or downloaded to")
+    run.add_argument("--output", help="run folder (default with --resume: the checkpoint's)")
+    run.add_argument("--resume", metavar="LAST_PT", help="continue the run saved in last.pt")
+    run.add_argument("--recipe", choices=("paper", "fast"), help="default: paper")
+    run.add_argument("--seed", type=_nonneg_int)
+    run.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    run.add_argument("--amp", action="store_true", default=None, help="autocast (bf16 on CPU)")
+    run.add_argument("--amp-dtype", choices=("float16", "bfloat16"), help="default: fp16 on CUDA")
+    run.add_argument("--channels-last", action="store_true", default=None)
+    run.add_argument("--compile", action="store_true", default=None, help="torch.compile")
+    sched = p.add_argument_group("schedule")
+    sched.add_argument("--epochs", type=_positive_int)
+    sched.add_argument("-b", "--batch-size", type=_positive_int, help="global batch size")
+    sched.add_argument(
+        "--final-batch-size", type=_positive_int, help="batch size of the last --final-epochs"
+    )
+    sched.add_argument(
+        "--final-epochs", type=_nonneg_int, help="epochs at --final-batch-size (paper: 1/4)"
+    )
+    sched.add_argument("-vb", "--validation-batch-size", type=_positive_int)
+    sched.add_argument(
+        "--drop-last", action=argparse.BooleanOptionalAction, help="drop incomplete batches"
+    )
+    sched.add_argument("--sched", help="constant, cosine or linear (after warm-up)")
+    sched.add_argument("--warmup-epochs", type=_nonneg_float)
+    sched.add_argument("--warmup-lr", type=_nonneg_float)
+    sched.add_argument("--min-lr", type=_nonneg_float)
+    opt = p.add_argument_group("optimiser")
+    opt.add_argument("--opt", help="sgd (Nesterov), momentum, adam or adamw")
+    opt.add_argument("--lr", type=_nonneg_float)
+    opt.add_argument("--momentum", type=_nonneg_float)
+    opt.add_argument("--opt-eps", type=_nonneg_float)
+    opt.add_argument("--opt-betas", type=_nonneg_float, nargs=2, metavar=("BETA1", "BETA2"))
+    opt.add_argument("--weight-decay", type=_nonneg_float)
+    opt.add_argument("--label-smoothing", "--smoothing", type=_nonneg_float)
+    opt.add_argument("--clip-grad", type=_nonneg_float, help="max gradient norm")
+    aug = p.add_argument_group("augmentation")
+    aug.add_argument("--max-shift", type=_nonneg_float, help="fraction of the image size")
+    aug.add_argument("--max-rotation", type=_nonneg_float, help="degrees")
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from dwstft.train import NonFiniteLossError, TrainingInterrupted, resolve_config, train
+    from dwstft.train.loop import RunSetupError
+
+    given = {name: getattr(args, name) for name in _TRAIN_FIELDS}
+    try:
+        config = resolve_config(args.recipe, args.resume, **given)
+    except (ValueError, FileNotFoundError) as e:
+        return _usage_error("train", e)
+    try:
+        train(config)
+    except RunSetupError as e:
+        return _usage_error("train", e)
+    except NonFiniteLossError as e:
+        print(f"dwstft train: error: {e}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _usage_error(command: str, error: Exception) -> int:
+    print(f"dwstft {command}: error: {error}", file=sys.stderr)
+    return 2
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="test loss and accuracy of saved weights",
+        description="Evaluate best.safetensors or last.pt on the dataset's test split.",
+    )
+    p.add_argument("--checkpoint", required=True, help="best.safetensors or last.pt")
+    p.add_argument("--model", help="default: the model recorded in the checkpoint")
+    p.add_argument("--dataset", help="default: the dataset recorded in the checkpoint")
+    p.add_argument("--data-dir", help="where CIFAR is found or downloaded to")
+    p.add_argument("--device", help="default: cuda if available, else cpu")
+    p.add_argument("-b", "--batch-size", type=_positive_int, default=500)
+    p.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on CUDA)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from dwstft.train import evaluate_checkpoint
+
+    try:
+        result = evaluate_checkpoint(
+            args.checkpoint,
+            args.model,
+            args.dataset,
+            data_dir=args.data_dir,
+            device=args.device,
+            batch_size=args.batch_size,
+            amp=args.amp,
+            channels_last=args.channels_last,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        return _usage_error("eval", e)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        epoch = f", epoch {result['epoch']}" if result["epoch"] is not None else ""
+        print(
+            f"{result['checkpoint']} ({result['model']} on {result['dataset']}{epoch}): "
+            f"test loss {result['test_loss']:.4f}, accuracy {100 * result['test_acc']:.2f}% "
+            f"({result['correct']}/{result['count']})"
+        )
+    return 0
+
+
+def _add_viz(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "viz",
+        help="pictures (PNG): basis kernels, feature maps, training curves, benchmarks",
+    )
+    what = p.add_subparsers(dest="viz_target", required=True, metavar="PICTURE")
+    basis = what.add_parser("basis", help="the 8 real/imaginary STFT kernels for each n")
+    basis.add_argument(
+        "--kernel-size", type=int, nargs="+", default=[3, 5, 7], metavar="N", help="odd n >= 3"
+    )
+    features = what.add_parser("features", help="an image and its Depthwise-STFT maps")
+    features.add_argument(
+        "--image", required=True, help="PNG/JPEG file, or digits:N (scikit-learn's N-th digit)"
+    )
+    features.add_argument("--kernel-size", type=int, default=3, metavar="N")
+    features.add_argument(
+        "--max-size",
+        type=_nonneg_int,
+        default=128,
+        help="shrink larger images to this many pixels on the longer side (0: never)",
+    )
+    curves = what.add_parser("curves", help="loss and accuracy of one or several runs")
+    curves.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="holds metrics.jsonl")
+    curves.add_argument("--labels", nargs="+", help="legend names, one per RUN_DIR")
+    curves.add_argument("--title", default="")
+    pareto = what.add_parser("pareto", help="one point per model of `dwstft bench models`")
+    pareto.add_argument("bench", metavar="BENCH_JSON", help="written by `dwstft bench models`")
+    pareto.add_argument("--x", default="params", help="numeric field for x (default: params)")
+    pareto.add_argument(
+        "--y", default="train_ips_b64", help="numeric field for y (default: train_ips_b64)"
+    )
+    pareto.add_argument("--logx", action="store_true", help="logarithmic x axis")
+    for picture in (basis, features, curves, pareto):
+        picture.add_argument("--output", required=True, metavar="FILE.png")
+    p.set_defaults(handler=_run_viz)
+
+
+def _run_viz(args: argparse.Namespace) -> int:
+    from dwstft import viz
+
+    try:
+        if args.viz_target == "basis":
+            viz.save_figure(viz.basis_figure(args.kernel_size), args.output)
+        elif args.viz_target == "features":
+            image, name = viz.load_image(args.image, args.max_size)
+            viz.save_figure(viz.features_figure(image, args.kernel_size, name), args.output)
+        elif args.viz_target == "curves":
+            labels = viz.run_labels(args.run_dirs, args.labels)
+            runs = {
+                label: viz.read_metrics(d) for label, d in zip(labels, args.run_dirs, strict=True)
+            }
+            viz.plot_curves(runs, args.output, args.title)
+        else:
+            bench = viz.load_bench(args.bench)
+            skipped = viz.plot_pareto(bench, args.output, args.x, args.y, args.logx)
+            if skipped:
+                print(
+                    f"warning: skipped {len(skipped)} model(s) without a numeric "
+                    f"{args.x!r} or {args.y!r}: {', '.join(skipped)}",
+                    file=sys.stderr,
+                )
+    except (ValueError, FileNotFoundError) as e:
+        return _usage_error(f"viz {args.viz_target}", e)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export saved weights to ONNX or TorchScript and check the file",
+        description=(
+            "Rebuild the model, load the checkpoint strictly, optionally fold every "
+            "Depthwise-STFT separable layer into one convolution, export, then run the "
+            "exported file and PyTorch on the same random input; exits 1 if they differ by "
+            "more than 1e-4 (relative to the logit scale when it exceeds 1)."
+        ),
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="best.safetensors, last.pt or a saved state dict"
+    )
+    p.add_argument("--model", help="registered name (default: recorded in the checkpoint)")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    p.add_argument("--fold", action="store_true", help="fold STFT layers into nn.Conv2d first")
+    p.add_argument(
+        "--output", help="default: beside the checkpoint, <stem>[.folded].onnx/.torchscript.pt"
+    )
+    p.add_argument(
+        "--input-size",
+        type=_positive_int,
+        nargs=3,
+        metavar=("C", "H", "W"),
+        help="one image's shape (default: IN_CHANS 32 32)",
+    )
+    p.add_argument("--opset", type=_positive_int, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--num-classes", type=_positive_int, help="default: from head.weight")
+    p.add_argument("--in-chans", type=_positive_int, help="default: from the first layer")
+    p.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dwstft.export import default_output, export_model, model_from_checkpoint, onnx_opset
+
+    try:
+        loaded = model_from_checkpoint(args.checkpoint, args.model, args.num_classes, args.in_chans)
+        input_size = tuple(args.input_size or (loaded.in_chans, 32, 32))
+        if input_size[0] != loaded.in_chans:
+            raise ValueError(
+                f"--input-size C must equal the model's in_chans={loaded.in_chans}, "
+                f"got {input_size[0]}"
+            )
+        output = Path(args.output or default_output(args.checkpoint, args.format, args.fold))
+        if output.resolve() == Path(args.checkpoint).resolve():
+            raise ValueError(f"--output {str(output)!r} would overwrite the checkpoint")
+        report = export_model(
+            loaded.model,
+            output,
+            args.format,
+            fold=args.fold,
+            input_size=input_size,
+            opset=args.opset,
+        )
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        return _usage_error("export", e)
+    check = report.verification
+    how = report.method
+    if report.fmt == "onnx":
+        how += f", opset {onnx_opset(report.path)}"
+    batch = "dynamic batch" if report.dynamic_batch else "batch fixed at 2"
+    runner = "onnxruntime" if report.fmt == "onnx" else "torch.jit.load"
+    batches = ", ".join(str(b) for b in check.batches)
+    print(f"{loaded.name}: wrote {report.path} ({how}; {batch})")
+    print(f"  size: {report.size_bytes:,} bytes")
+    print(
+        f"  parameters: {report.params:,} trainable; exported graph: "
+        f"{report.exported_params:,} ({'folded' if report.folded else 'not folded'})"
+    )
+    print(
+        f"  check ({runner} vs PyTorch, input {input_size}, batch {batches}): "
+        f"max |difference| {check.max_abs_diff:.2e}, logit scale {check.scale:.3g}, "
+        f"limit {check.limit:.1e}: {'OK' if check.passed else 'FAILED'}"
+    )
+    return 0 if check.passed else 1
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="train every Table 2 row; ours beside the paper's")
+    what = p.add_subparsers(dest="reproduce_target", required=True, metavar="TARGET")
+    t2 = what.add_parser("table2", help="Table 2: STFTNet presets and baselines")
+    t2.add_argument("--data-dir", help="folder holding the CIFAR archives or extracted folders")
+    t2.add_argument(
+        "--dataset",
+        nargs="+",
+        default=["cifar10", "cifar100"],
+        choices=["cifar10", "cifar100", "digits"],
+        help="digits: an offline smoke test of the whole harness",
+    )
+    t2.add_argument("--models", nargs="+", help="default: every Table 2 row")
+    t2.add_argument("--recipe", choices=["paper", "fast"], default="paper")
+    t2.add_argument("--epochs", type=_positive_int, help="default: the recipe's")
+    t2.add_argument("--device", help="default: cuda if available, else cpu")
+    t2.add_argument("--seed", type=int, default=0)
+    t2.add_argument("--output", default="runs/table2", help="one run folder per row")
+    t2.set_defaults(handler=_run_reproduce)
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    from dwstft.reproduce import TABLE2_MODELS, run_table2
+
+    report = run_table2(
+        args.output,
+        datasets=tuple(args.dataset),
+        models=tuple(args.models or TABLE2_MODELS),
+        recipe=args.recipe,
+        epochs=args.epochs,
+        data_dir=args.data_dir,
+        device=args.device,
+        seed=args.seed,
+        command="dwstft " + " ".join(sys.argv[1:]),
+    )
+    print(report.read_text(encoding="utf-8"))
+    print(f"written to {report}")
     return 0
 
 

@@ -1,0 +1,145 @@
+"""Test-set evaluation: inside the training loop (sharded under DDP) and from a saved
+checkpoint (``dwstft eval``)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dwstft.data import DeviceLoader, load_dataset
+from dwstft.train.distributed import DistContext, default_device
+from dwstft.train.metrics import Meter
+
+SINGLE_PROCESS = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+def amp_dtype_for(device: torch.device, amp_dtype: str | None) -> torch.dtype:
+    """The autocast dtype: ``amp_dtype`` if given, else bfloat16 on CPU and float16 on CUDA."""
+    if amp_dtype is not None:
+        return getattr(torch, amp_dtype)
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def autocast(
+    device: torch.device, amp: bool, amp_dtype: str | None = None
+) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``device`` when ``amp`` is on, else a no-op context."""
+    if not amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype_for(device, amp_dtype))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DeviceLoader,
+    ctx: DistContext = SINGLE_PROCESS,
+    *,
+    amp: bool = False,
+    amp_dtype: str | None = None,
+    channels_last: bool = False,
+) -> tuple[float, float, int]:
+    """(mean cross-entropy, accuracy 0..1, samples) of ``model`` over ``loader``'s split.
+
+    ``loader`` must not shuffle or augment. Under DDP each rank evaluates its shard and the
+    sums are all-reduced; the wrap-around padding that evens out the shards is excluded, so
+    every test sample counts exactly once. The model is put in eval mode and returned to its
+    previous mode afterwards.
+    """
+    if loader.shuffle or (loader.augment is not None and loader.augment.enabled):
+        raise ValueError("loader must be sequential and unaugmented for evaluation")
+    n = loader.images.shape[0]
+    valid = len(range(loader.rank, n, loader.world_size))
+    was_training = model.training
+    model.eval()
+    meter = Meter(loader.device)
+    seen = 0
+    for x, y in loader:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(loader.device, amp, amp_dtype):
+            logits = model(x)
+        keep = min(len(y), valid - seen)
+        seen += len(y)
+        if keep <= 0:
+            continue
+        logits, y = logits[:keep].float(), y[:keep]
+        meter.update(logits, y, F.cross_entropy(logits, y))
+    model.train(was_training)
+    return meter.compute(ctx)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    model_name: str | None = None,
+    dataset: str | None = None,
+    *,
+    data_dir: str | None = None,
+    device: str | None = None,
+    batch_size: int = 500,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """Evaluate the weights in ``checkpoint`` (``best.safetensors`` or ``last.pt``) on the
+    test split.
+
+    ``model_name`` and ``dataset`` default to those recorded in the checkpoint; when given
+    and the checkpoint records others, ValueError. Returns a dict with ``checkpoint``,
+    ``model``, ``dataset``, ``epoch``, ``test_loss``, ``test_acc`` (0..1), ``correct`` and
+    ``count``.
+    """
+    from dwstft.models import create_model
+    from dwstft.train.checkpoint import load_weights
+
+    state, info = load_weights(checkpoint)
+    model_name = _pick("model", model_name, info.get("model"))
+    dataset = _pick("dataset", dataset, info.get("dataset"))
+    dev = torch.device(device or default_device())
+    splits = load_dataset(dataset, data_dir)
+    model = create_model(
+        model_name, num_classes=splits.num_classes, in_chans=splits.train_images.shape[1]
+    )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(
+            f"checkpoint {str(checkpoint)!r} does not fit model {model_name!r}: {e}"
+        ) from e
+    model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    loader = DeviceLoader(
+        splits.test_images,
+        splits.test_labels,
+        batch_size,
+        splits.mean,
+        splits.std,
+        shuffle=False,
+        device=dev,
+    )
+    loss, acc, count = evaluate(model, loader, amp=amp, channels_last=channels_last)
+    return {
+        "checkpoint": str(checkpoint),
+        "model": model_name,
+        "dataset": dataset,
+        "epoch": int(info["epoch"]) if "epoch" in info else None,
+        "test_loss": loss,
+        "test_acc": acc,
+        "correct": round(acc * count),
+        "count": count,
+    }
+
+
+def _pick(name: str, given: str | None, recorded: str | None) -> str:
+    if given is None and recorded is None:
+        raise ValueError(f"argument {name} is required: the checkpoint does not record it")
+    if given is not None and recorded is not None and given != recorded:
+        raise ValueError(
+            f"argument {name} is {given!r} but the checkpoint was trained with {recorded!r}"
+        )
+    return given if given is not None else recorded

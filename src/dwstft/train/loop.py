@@ -1,0 +1,486 @@
+"""The training loop behind ``dwstft train``.
+
+One call, :func:`train`, runs a whole :class:`~dwstft.train.config.TrainConfig`: data from
+:func:`dwstft.data.load_dataset` kept on the training device, batches from
+:class:`~dwstft.data.DeviceLoader` (augmented there by :class:`~dwstft.data.BatchAugment`),
+the model from the registry, then per epoch: train, evaluate on the test split, log, write
+the run folder.
+
+Run folder (``config.output``), every file replaced atomically: ``config.json`` at the
+start; after each epoch ``metrics.jsonl`` + ``summary.csv`` (see
+:mod:`dwstft.train.metrics`), ``best.safetensors`` (weights of the best test accuracy so
+far) and ``last.pt`` (everything needed to resume; also written before the first epoch);
+``curves.png`` at most every :data:`CURVES_EVERY_S` seconds and at the end.
+
+Reproducibility: the data order and augmentation derive from (seed, epoch, rank) inside the
+loader, and the global torch RNG (dropout, if a model has any) is reseeded from (seed,
+epoch, rank) at the start of every epoch, so the RNG state at an epoch boundary is a
+function of the config alone and ``last.pt`` needs no generator states. Resuming from
+``last.pt`` after epoch k therefore replays epochs k+1.. exactly as the uninterrupted run
+(bit for bit on CPU).
+
+Ctrl-C: the state at the last completed epoch is what survives. ``last.pt`` is rewritten at
+the end of every epoch, so an interrupt mid-epoch loses only that epoch's partial work; an
+interrupt that lands after an epoch finished but before its files were written writes them
+first. Either way :class:`TrainingInterrupted` names the checkpoint to resume from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from dwstft.data import BatchAugment, DatasetSplits, DeviceLoader, load_dataset
+from dwstft.data.loader import derive_seed
+from dwstft.models import create_model
+from dwstft.train.checkpoint import (
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+    save_weights,
+)
+from dwstft.train.config import TrainConfig, merge_resumed
+from dwstft.train.distributed import DistContext, any_rank, setup, teardown
+from dwstft.train.evaluate import amp_dtype_for, autocast, evaluate
+from dwstft.train.metrics import Meter, Record, TensorBoardLogger, write_history
+from dwstft.train.optim import build_optimizer, lr_at, set_lr
+from dwstft.viz import plot_curves
+
+#: Steps between host synchronisations (progress bar refresh, non-finite loss check).
+SYNC_EVERY = 10
+#: Minimum seconds between two renderings of curves.png during a run (one takes ~0.2 s
+#: on a CPU core); the final epoch is always drawn.
+CURVES_EVERY_S = 30.0
+_DROPOUT_STREAM = 2
+
+
+class RunSetupError(ValueError):
+    """The run cannot start as configured: the output folder holds another run, or the
+    batch sizes do not fit the data or the number of processes."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped without saving that state.
+
+    Attributes: ``epoch`` (1-based) and ``step`` (1-based training step, or None when the
+    training loss stayed finite and the test loss after the epoch did not), the ``loss``
+    value, and ``checkpoint``: the last good ``last.pt`` (or None if none was written).
+    """
+
+    def __init__(self, epoch: int, step: int | None, loss: float, checkpoint: Path | None) -> None:
+        self.epoch, self.step, self.loss, self.checkpoint = epoch, step, loss, checkpoint
+        where = f"last good checkpoint: {checkpoint}" if checkpoint else "no checkpoint written"
+        what = (
+            f"training loss ({loss}) at epoch {epoch}, step {step}"
+            if step is not None
+            else f"test loss ({loss}) after epoch {epoch}"
+        )
+        super().__init__(
+            f"non-finite {what}; stopped without saving this state ({where}). "
+            "Lower --lr, enable --clip-grad, or check the data."
+        )
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run; ``checkpoint`` (``last.pt``) holds the state after ``epoch``
+    completed epochs and resumes exactly."""
+
+    def __init__(self, epoch: int, checkpoint: Path) -> None:
+        self.epoch, self.checkpoint = epoch, checkpoint
+        super().__init__(
+            f"interrupted; {checkpoint} holds the state after epoch {epoch}. Resume with: "
+            f"dwstft train --resume {checkpoint}"
+        )
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced: its folder, per-epoch records and the accuracies."""
+
+    run_dir: Path
+    history: list[Record]
+    best_acc: float
+    best_epoch: int
+
+    @property
+    def final_acc(self) -> float:
+        """Test accuracy (0..1) after the last epoch."""
+        return self.history[-1]["test_acc"]
+
+
+@dataclass
+class _Run:
+    """Mutable state of a run in progress (what ``last.pt`` stores, plus live objects)."""
+
+    config: TrainConfig
+    ctx: DistContext
+    run_dir: Path
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    criterion: nn.Module
+    train_loader: DeviceLoader
+    test_loader: DeviceLoader
+    epoch: int = 0
+    saved_epoch: int = -1
+    best: dict[str, Any] = field(default_factory=lambda: {"test_acc": -1.0, "epoch": 0})
+    history: list[Record] = field(default_factory=list)
+    curves_drawn_at: float = -math.inf
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run (or, with ``config.resume``, continue) training; returns the finished run.
+
+    Under torchrun the process joins the DDP group first (see :mod:`.distributed`).
+
+    Raises:
+        ValueError: invalid config.
+        RunSetupError: ``config.output`` already holds another run, or a batch size does
+            not fit the data or the number of processes.
+        NonFiniteLossError: the loss became NaN/inf (``last.pt`` keeps the last good epoch).
+        TrainingInterrupted: Ctrl-C; ``last.pt`` holds the last completed epoch.
+    """
+    config.validate()
+    ctx = setup(config.device)
+    try:
+        run = _build_run(config, ctx)
+        return _fit(run)
+    finally:
+        teardown(ctx)
+
+
+def _build_run(config: TrainConfig, ctx: DistContext) -> _Run:
+    for name in ("batch_size", "final_batch_size"):
+        if getattr(config, name) % ctx.world_size:
+            raise RunSetupError(
+                f"{name} must be divisible by the number of processes ({ctx.world_size}), "
+                f"got {getattr(config, name)}"
+            )
+    saved = load_checkpoint(config.resume) if config.resume else None
+    if saved is not None:
+        merge_resumed(TrainConfig.from_dict(saved["config"]), config.to_dict())
+    run_dir = Path(config.output)
+    if ctx.is_main:
+        _prepare_run_dir(run_dir, resuming=saved is not None)
+    splits = load_dataset(config.dataset, config.data_dir)
+    torch.manual_seed(config.seed)
+    model = create_model(
+        config.model, num_classes=splits.num_classes, in_chans=splits.train_images.shape[1]
+    ).to(ctx.device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, config)
+    fp16 = config.amp and amp_dtype_for(ctx.device, config.amp_dtype) == torch.float16
+    scaler = torch.amp.GradScaler(ctx.device.type) if fp16 else None
+    net = _wrap(model, config, ctx)
+    train_loader, test_loader = _loaders(splits, config, ctx)
+    largest = max(config.batch_size, config.final_batch_size)
+    if config.drop_last and largest > train_loader.num_samples * ctx.world_size:
+        raise RunSetupError(
+            f"batch size {largest} exceeds the {len(splits.train_labels)} training samples, "
+            "so drop_last leaves no batch; lower --batch-size/--final-batch-size"
+        )
+    run = _Run(
+        config=config,
+        ctx=ctx,
+        run_dir=run_dir,
+        model=model,
+        net=net,
+        optimizer=optimizer,
+        scaler=scaler,
+        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        train_loader=train_loader,
+        test_loader=test_loader,
+    )
+    if saved is not None:
+        _restore(run, saved)
+    return run
+
+
+def _prepare_run_dir(run_dir: Path, resuming: bool) -> None:
+    """Create ``run_dir``; refuse to start a new run over an existing one."""
+    if not resuming and any((run_dir / f).exists() for f in ("last.pt", "metrics.jsonl")):
+        raise RunSetupError(
+            f"output {str(run_dir)!r} already holds a run; pass --resume "
+            f"{run_dir / 'last.pt'} to continue it, or choose another --output"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _wrap(model: nn.Module, config: TrainConfig, ctx: DistContext) -> nn.Module:
+    """DDP (under torchrun) and then torch.compile (with ``config.compile``)."""
+    net: nn.Module = model
+    if ctx.distributed:
+        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    if config.compile:
+        net = torch.compile(net)
+    return net
+
+
+def _loaders(
+    splits: DatasetSplits, config: TrainConfig, ctx: DistContext
+) -> tuple[DeviceLoader, DeviceLoader]:
+    """(training loader: shuffled, augmented; test loader: sequential), sharded by rank."""
+    common = {"rank": ctx.rank, "world_size": ctx.world_size, "device": ctx.device}
+    augment = BatchAugment(
+        hflip=splits.hflip, max_shift=config.max_shift, max_rotation=config.max_rotation
+    )
+    train_loader = DeviceLoader(
+        splits.train_images,
+        splits.train_labels,
+        config.batch_size // ctx.world_size,
+        splits.mean,
+        splits.std,
+        augment=augment,
+        drop_last=config.drop_last,
+        seed=config.seed,
+        **common,
+    )
+    test_loader = DeviceLoader(
+        splits.test_images,
+        splits.test_labels,
+        config.validation_batch_size,
+        splits.mean,
+        splits.std,
+        shuffle=False,
+        **common,
+    )
+    return train_loader, test_loader
+
+
+def _restore(run: _Run, saved: dict[str, Any]) -> None:
+    """Load ``last.pt``'s state into ``run``."""
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    if run.scaler is not None and saved["scaler"]:
+        run.scaler.load_state_dict(saved["scaler"])
+    run.epoch = run.saved_epoch = int(saved["epoch"])
+    run.best = dict(saved["best"])
+    run.history = [dict(r) for r in saved["history"]]
+
+
+def _fit(run: _Run) -> TrainResult:
+    config, ctx = run.config, run.ctx
+    tensorboard = TensorBoardLogger(run.run_dir) if ctx.is_main else None
+    if ctx.is_main:
+        atomic_write_text(run.run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+        if run.saved_epoch < 0:
+            _persist(run)
+        elif run.history:
+            write_history(run.run_dir, run.history)
+            _draw_curves(run)
+        _announce(run)
+    try:
+        while run.epoch < config.epochs:
+            record = _run_epoch(run)
+            run.history.append(record)
+            if record["test_acc"] > run.best["test_acc"]:
+                run.best = {"test_acc": record["test_acc"], "epoch": record["epoch"]}
+            run.epoch += 1
+            if ctx.is_main:
+                _persist(run, new_best=run.best["epoch"] == record["epoch"])
+                tensorboard.log(record)
+                tqdm.write(_epoch_line(record, config.epochs), file=sys.stdout)
+    except KeyboardInterrupt:
+        if ctx.is_main and run.epoch > run.saved_epoch:
+            _persist(run, new_best=run.best["epoch"] == run.epoch)
+        if ctx.is_main and run.history:
+            _draw_curves(run, run.history[: run.saved_epoch])
+        raise TrainingInterrupted(run.saved_epoch, run.checkpoint_path) from None
+    finally:
+        if tensorboard is not None:
+            tensorboard.close()
+    if ctx.is_main and run.history:
+        _draw_curves(run)
+        last = run.history[-1]
+        print(
+            f"final test accuracy {100 * last['test_acc']:.2f}% (epoch {last['epoch']}); "
+            f"best {100 * run.best['test_acc']:.2f}% (epoch {run.best['epoch']}); "
+            f"run folder {run.run_dir}"
+        )
+    return TrainResult(run.run_dir, run.history, run.best["test_acc"], run.best["epoch"])
+
+
+def _announce(run: _Run) -> None:
+    config, ctx = run.config, run.ctx
+    params = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    start = f"resuming after epoch {run.epoch}" if run.epoch else "starting"
+    procs = f" x {ctx.world_size} processes" if ctx.distributed else ""
+    print(
+        f"{start}: {config.model} ({params:,} trainable parameters) on {config.dataset}, "
+        f"recipe {config.recipe}, {config.epochs} epochs, {ctx.device}{procs} -> {run.run_dir}"
+    )
+
+
+def _run_epoch(run: _Run) -> Record:
+    """Train one epoch, evaluate, and return the epoch's record (global numbers)."""
+    config, ctx, epoch = run.config, run.ctx, run.epoch
+    start = time.perf_counter()
+    torch.manual_seed(derive_seed(config.seed, epoch, _DROPOUT_STREAM, ctx.rank))
+    loader = run.train_loader
+    loader.set_epoch(epoch)
+    loader.batch_size = config.batch_size_at(epoch) // ctx.world_size
+    train_loss, train_acc, count, lr = _train_epoch(run)
+    train_seconds = time.perf_counter() - start
+    test_loss, test_acc, _ = evaluate(
+        run.net,
+        run.test_loader,
+        ctx,
+        amp=config.amp,
+        amp_dtype=config.amp_dtype,
+        channels_last=config.channels_last,
+    )
+    if not math.isfinite(test_loss):
+        raise NonFiniteLossError(epoch + 1, None, test_loss, _last_good(run))
+    return {
+        "epoch": epoch + 1,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "lr": lr,
+        "batch_size": config.batch_size_at(epoch),
+        "seconds": time.perf_counter() - start,
+        "images_per_s": count / train_seconds,
+    }
+
+
+def _train_epoch(run: _Run) -> tuple[float, float, int, float]:
+    """One pass over the training loader: (mean loss, accuracy, samples, last lr)."""
+    config, ctx, loader, epoch = run.config, run.ctx, run.train_loader, run.epoch
+    steps = len(loader)
+    run.net.train()
+    meter = Meter(ctx.device)
+    step_losses = torch.zeros(steps, device=ctx.device)
+    images = steps * loader.batch_size if loader.drop_last else loader.num_samples
+    bar = tqdm(
+        total=images * ctx.world_size,
+        desc=f"epoch {epoch + 1}/{config.epochs}",
+        unit="img",
+        unit_scale=True,
+        leave=False,
+        disable=not ctx.is_main,
+        dynamic_ncols=True,
+    )
+    lr, shown = config.lr, 0
+    with bar:
+        for step, (x, y) in enumerate(loader):
+            lr = lr_at(config, epoch + step / steps)
+            set_lr(run.optimizer, lr)
+            loss, logits = _step(run, x, y)
+            meter.update(logits, y, loss)
+            step_losses[step] = loss.detach()
+            if (step + 1) % SYNC_EVERY == 0 or step + 1 == steps:
+                _check_finite(run, step_losses[: step + 1])
+                loss_sum, correct, seen = meter.sums.tolist()
+                bar.update((seen - shown) * ctx.world_size)
+                shown = seen
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.2%}")
+    train_loss, train_acc, count = meter.compute(ctx)
+    return train_loss, train_acc, count, lr
+
+
+def _step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, backward and optimiser step on one batch; returns (loss, logits)."""
+    config = run.config
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(run.ctx.device, config.amp, config.amp_dtype):
+        logits = run.net(x)
+        loss = run.criterion(logits.float(), y)
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        if config.clip_grad is not None:
+            run.scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(run.model.parameters(), config.clip_grad)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        loss.backward()
+        if config.clip_grad is not None:
+            nn.utils.clip_grad_norm_(run.model.parameters(), config.clip_grad)
+        run.optimizer.step()
+    return loss, logits
+
+
+def _check_finite(run: _Run, step_losses: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteLossError` (on every rank) if any rank saw a NaN/inf loss."""
+    bad = (~torch.isfinite(step_losses)).nonzero()
+    if not any_rank(bad.numel() > 0, run.ctx):
+        return
+    if bad.numel() > 0:
+        step, value = int(bad[0]) + 1, float(step_losses[bad[0]])
+    else:
+        step, value = len(step_losses), math.nan
+    raise NonFiniteLossError(run.epoch + 1, step, value, _last_good(run))
+
+
+def _last_good(run: _Run) -> Path | None:
+    """``last.pt`` if this run has written one, else None."""
+    return run.checkpoint_path if run.saved_epoch >= 0 else None
+
+
+def _persist(run: _Run, new_best: bool = False) -> None:
+    """Write the run folder for the current state (rank 0 only): best weights if the last
+    epoch set a new best, then ``last.pt``, then the metrics files, and the curves if the
+    last rendering is older than :data:`CURVES_EVERY_S`."""
+    if new_best:
+        metadata = {
+            "model": run.config.model,
+            "dataset": run.config.dataset,
+            "epoch": str(run.best["epoch"]),
+            "test_acc": repr(run.best["test_acc"]),
+        }
+        save_weights(run.run_dir / "best.safetensors", run.model.state_dict(), metadata)
+    state = {
+        "epoch": run.epoch,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else {},
+        "best": dict(run.best),
+        "history": [dict(r) for r in run.history],
+        "config": run.config.to_dict(),
+    }
+    save_checkpoint(run.checkpoint_path, state)
+    run.saved_epoch = run.epoch
+    if run.history:
+        write_history(run.run_dir, run.history)
+        if time.monotonic() - run.curves_drawn_at >= CURVES_EVERY_S:
+            _draw_curves(run)
+
+
+def _draw_curves(run: _Run, history: list[Record] | None = None) -> None:
+    """Render curves.png from ``history`` (default: the whole run so far)."""
+    history = run.history if history is None else history
+    if history:
+        plot_curves({run.config.model: history}, run.run_dir / "curves.png", _title(run.config))
+        run.curves_drawn_at = time.monotonic()
+
+
+def _title(config: TrainConfig) -> str:
+    return f"{config.model} on {config.dataset} ({config.recipe} recipe)"
+
+
+def _epoch_line(record: Record, epochs: int) -> str:
+    return (
+        f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f} "
+        f"acc {100 * record['train_acc']:6.2f}%  test loss {record['test_loss']:.4f} "
+        f"acc {100 * record['test_acc']:6.2f}%  lr {record['lr']:.3g}  "
+        f"batch {record['batch_size']}  {record['seconds']:.1f} s"
+    )

@@ -1,0 +1,270 @@
+"""The training loop end to end on digits with a tiny model: run folder, resume, Ctrl-C,
+non-finite loss, evaluation, and the CLI's handling of bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from dwstft.cli import main
+from dwstft.models import create_model, list_models, registry
+from dwstft.models.base import ImageClassifier
+from dwstft.train import (
+    COLUMNS,
+    NonFiniteLossError,
+    TrainingInterrupted,
+    load_checkpoint,
+    make_config,
+    read_history,
+    resolve_config,
+    train,
+)
+
+TINY = "tiny_train_test_net"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DIGITS_TRAIN_STEPS_64 = 1437 // 64  # steps per epoch at batch 64 with drop_last
+
+
+class TinyNet(ImageClassifier):
+    """conv 3×3 → BN → ReLU → GAP → linear; ``on_forward(model, logits)`` lets a test
+    tamper with a training forward (raise, return NaN, corrupt the model) at a chosen call."""
+
+    on_forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1) -> None:
+        super().__init__(16, num_classes)
+        self.features = nn.Sequential(
+            nn.Conv2d(in_chans, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)
+        if self.training and TinyNet.on_forward is not None:
+            logits = TinyNet.on_forward(self, logits)
+        return logits
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_model_registered():
+    """Register the tiny model for this module only, so that tests elsewhere that iterate
+    over ``list_models()`` never meet it."""
+    assert TINY not in list_models()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(registry._MODELS, TINY, TinyNet)
+        yield
+
+
+def tiny_config(output: Path, **overrides):
+    values = {"model": TINY, "dataset": "digits", "output": str(output), "device": "cpu"}
+    return make_config(overrides.pop("recipe", "paper"), **{**values, "epochs": 3, **overrides})
+
+
+def after_calls(n: int, action: Callable[[nn.Module, torch.Tensor], torch.Tensor]):
+    """A hook that passes the first ``n`` training forwards through, then applies ``action``."""
+    calls = {"n": 0}
+
+    def hook(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return action(model, logits) if calls["n"] > n else logits
+
+    return hook
+
+
+def interrupt(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    raise KeyboardInterrupt
+
+
+def poison_running_stats(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """Leave the training loss finite but make evaluation (running BN stats) NaN."""
+    bn = model.features[1]
+    bn.running_mean = torch.full_like(bn.running_mean, math.nan)  # a new tensor: autograd-safe
+    return logits
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A complete 3-epoch run (paper recipe: batch 64, 64, then 128)."""
+    out = tmp_path_factory.mktemp("run")
+    return train(tiny_config(out))
+
+
+def test_run_folder_has_every_file(finished_run):
+    run = finished_run.run_dir
+    names = {"config.json", "metrics.jsonl", "summary.csv", "curves.png", "best.safetensors"}
+    assert names | {"last.pt"} <= {p.name for p in run.iterdir()}
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert (run / "curves.png").read_bytes()[:8] == PNG_SIGNATURE
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == TINY and config["epochs"] == 3 and config["lr"] == 0.01
+
+
+def test_metrics_have_sane_values(finished_run):
+    records = read_history(finished_run.run_dir)
+    assert [r["epoch"] for r in records] == [1, 2, 3] and records == finished_run.history
+    for r in records:
+        assert set(COLUMNS) <= set(r)
+        assert 0 <= r["train_acc"] <= 1 and 0 <= r["test_acc"] <= 1
+        assert 0 < r["train_loss"] < 10 and 0 < r["test_loss"] < 100
+        assert r["lr"] == 0.01 and r["seconds"] > 0 and r["images_per_s"] > 0
+        assert math.isclose(r["test_acc"] * 360, round(r["test_acc"] * 360), abs_tol=1e-9)
+    assert [r["batch_size"] for r in records] == [64, 64, 128]
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    csv_lines = (finished_run.run_dir / "summary.csv").read_text().splitlines()
+    assert csv_lines[0].split(",") == list(COLUMNS) and len(csv_lines) == 4
+
+
+def test_best_weights_match_the_model(finished_run):
+    path = finished_run.run_dir / "best.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        keys, meta = set(f.keys()), f.metadata()
+    assert keys == set(create_model(TINY, num_classes=10, in_chans=1).state_dict())
+    assert meta["model"] == TINY and int(meta["epoch"]) == finished_run.best_epoch
+    assert float(meta["test_acc"]) == finished_run.best_acc
+    assert finished_run.best_acc == max(r["test_acc"] for r in finished_run.history)
+
+
+def test_last_checkpoint_is_resumable_state(finished_run):
+    state = load_checkpoint(finished_run.run_dir / "last.pt")
+    assert state["epoch"] == 3 and state["history"] == finished_run.history
+    assert state["optimizer"]["state"] and state["config"]["model"] == TINY
+
+
+@pytest.mark.parametrize("name", ["best.safetensors", "last.pt"])
+def test_eval_command_reproduces_logged_accuracy(finished_run, name, capsys):
+    path = finished_run.run_dir / name
+    assert main(["eval", "--checkpoint", str(path), "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    epoch = finished_run.best_epoch if name == "best.safetensors" else 3
+    logged = finished_run.history[epoch - 1]
+    assert result["epoch"] == epoch and result["count"] == 360
+    assert result["test_acc"] == logged["test_acc"]
+    assert result["test_loss"] == pytest.approx(logged["test_loss"], abs=1e-6)
+
+
+def test_eval_rejects_a_mismatched_model(finished_run, capsys):
+    path = finished_run.run_dir / "best.safetensors"
+    assert main(["eval", "--checkpoint", str(path), "--model", "shufflenetv2"]) == 2
+    assert "trained with" in capsys.readouterr().err
+
+
+def test_resume_reproduces_the_uninterrupted_run(finished_run, tmp_path, monkeypatch):
+    # Stop the same 3-epoch run mid-way through epoch 3, then resume it from last.pt.
+    monkeypatch.setattr(
+        TinyNet, "on_forward", after_calls(2 * DIGITS_TRAIN_STEPS_64 + 5, interrupt)
+    )
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny_config(tmp_path))
+    assert info.value.epoch == 2 and load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+    monkeypatch.setattr(TinyNet, "on_forward", None)
+    resumed = train(resolve_config(resume=str(tmp_path / "last.pt"), device="cpu"))
+    expected = [r["test_loss"] for r in finished_run.history]
+    got = [r["test_loss"] for r in resumed.history]
+    delta = max(abs(a - b) for a, b in zip(got, expected, strict=True))
+    assert delta <= 1e-6
+    assert [r["test_acc"] for r in resumed.history] == [r["test_acc"] for r in finished_run.history]
+    assert read_history(tmp_path) == resumed.history
+
+
+def test_ctrl_c_in_first_epoch_leaves_a_resumable_checkpoint(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(TinyNet, "on_forward", after_calls(3, interrupt))
+    args = ["train", "--model", TINY, "--dataset", "digits", "--epochs", "2"]
+    args += ["--output", str(tmp_path), "--device", "cpu"]
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert f"dwstft train --resume {tmp_path / 'last.pt'}" in err
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 0 and state["history"] == []
+    monkeypatch.setattr(TinyNet, "on_forward", None)
+    assert main(["train", "--resume", str(tmp_path / "last.pt"), "--device", "cpu"]) == 0
+    assert [r["epoch"] for r in read_history(tmp_path)] == [1, 2]
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    nan_from = DIGITS_TRAIN_STEPS_64 + 4  # epoch 2, step 5
+    monkeypatch.setattr(TinyNet, "on_forward", after_calls(nan_from, lambda m, z: z * math.nan))
+    args = ["train", "--model", TINY, "--dataset", "digits", "--epochs", "3"]
+    assert main([*args, "--output", str(tmp_path), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite training loss" in err and "epoch 2, step 5" in err
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert [r["epoch"] for r in read_history(tmp_path)] == [1]
+    with safe_open(str(tmp_path / "best.safetensors"), framework="pt") as f:
+        assert f.metadata()["epoch"] == "1"
+        assert all(torch.isfinite(f.get_tensor(k)).all() for k in f.keys())  # noqa: SIM118
+
+
+def test_non_finite_loss_error_from_the_api(tmp_path, monkeypatch):
+    monkeypatch.setattr(TinyNet, "on_forward", after_calls(0, lambda m, z: z * math.inf))
+    with pytest.raises(NonFiniteLossError) as info:
+        train(tiny_config(tmp_path))
+    assert (info.value.epoch, info.value.step) == (1, 1)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 0
+
+
+def test_non_finite_test_loss_is_not_saved_either(tmp_path, monkeypatch):
+    last_step_of_epoch_2 = 2 * DIGITS_TRAIN_STEPS_64 - 1
+    hook = after_calls(last_step_of_epoch_2, poison_running_stats)
+    monkeypatch.setattr(TinyNet, "on_forward", hook)
+    with pytest.raises(NonFiniteLossError, match="non-finite test loss") as info:
+        train(tiny_config(tmp_path))
+    assert (info.value.epoch, info.value.step) == (2, None)
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_paper_schedule_on_eight_epochs(tmp_path):
+    result = train(tiny_config(tmp_path, epochs=8, max_rotation=0.0, max_shift=0.0))
+    assert [r["batch_size"] for r in result.history] == [64] * 6 + [128] * 2
+    assert {r["lr"] for r in result.history} == {0.01}
+
+
+def test_fast_recipe_runs_and_decays_lr(tmp_path):
+    result = train(tiny_config(tmp_path, recipe="fast", epochs=3, warmup_epochs=1.0))
+    lrs = [r["lr"] for r in result.history]
+    assert lrs[0] > lrs[1] > lrs[2] >= 0 and lrs[2] < 0.01
+    assert {r["batch_size"] for r in result.history} == {64}
+
+
+def test_refuses_to_overwrite_an_existing_run(finished_run, capsys):
+    args = ["train", "--model", TINY, "--dataset", "digits", "--epochs", "1"]
+    assert main([*args, "--output", str(finished_run.run_dir), "--device", "cpu"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "no_such_net", "--dataset", "digits"], "model must be a registered model"),
+        (["--model", TINY, "--dataset", "mnist"], "dataset must be one of"),
+        (["--dataset", "digits"], "argument model is required"),
+        (["--model", TINY, "--dataset", "digits", "--opt", "lamb"], "opt must be one of"),
+    ],
+)
+def test_cli_rejects_bad_input_with_exit_code_2(tmp_path, capsys, args, message):
+    assert main(["train", *args, "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dwstft train: error:") and message in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag", [["--epochs", "0"], ["-b", "-3"], ["--lr", "-1"]])
+def test_cli_rejects_bad_numbers_at_parse_time(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--model", TINY, "--dataset", "digits", "--output", str(tmp_path), *flag])
+    assert info.value.code == 2
+    assert f"argument {flag[0]}" in capsys.readouterr().err
+
+
+def test_resume_rejects_a_changed_setting(finished_run, capsys):
+    last = str(finished_run.run_dir / "last.pt")
+    assert main(["train", "--resume", last, "--lr", "0.5"]) == 2
+    assert "the checkpoint's run used 0.01" in capsys.readouterr().err
