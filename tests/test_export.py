@@ -1,0 +1,269 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from dwstft import create_model
+from dwstft.cli import main
+from dwstft.export import (
+    FOLDABLE,
+    count_parameters,
+    export_model,
+    fold_model,
+    infer_model_args,
+    load_state_dict_file,
+    model_from_checkpoint,
+    require_onnx,
+)
+from dwstft.layers import ReLPU
+from dwstft.models import registry
+from dwstft.models.stftnet import stftnet
+
+TINY = "_test_tiny_stftnet"
+
+
+def tiny(num_classes: int = 10, in_chans: int = 3, **kwargs: object) -> nn.Module:
+    """A 2-block STFTNet: every layer kind of the presets, built in milliseconds."""
+    return stftnet(4, 8, num_classes, in_chans, stage_blocks=(1, 1), **kwargs)
+
+
+@pytest.fixture
+def tiny_registered(monkeypatch):
+    """``TINY`` in the model registry for this test only."""
+    monkeypatch.setitem(registry._MODELS, TINY, tiny)
+    return TINY
+
+
+def calibrated(model: nn.Module, in_chans: int = 3, seed: int = 0) -> nn.Module:
+    """Give BatchNorm the running statistics of its inputs (as training would), so that
+    eval-mode logits have a realistic scale; returns the model in eval mode."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(16, in_chans, 32, 32))
+    return model.eval()
+
+
+def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1.0)).item()
+
+
+def folded_params(model: nn.Module) -> int:
+    """Parameters after folding, by hand: every foldable layer becomes an
+    (F, C, n_max, n_max) kernel plus F biases."""
+    total = count_parameters(model)
+    for m in model.modules():
+        if isinstance(m, FOLDABLE):
+            n = getattr(m, "max_kernel_size", None) or m.kernel_size
+            bias = m.out_channels if m.pointwise.bias is not None else 0
+            total += m.out_channels * m.in_channels * n * n + bias - count_parameters(m)
+    return total
+
+
+@pytest.fixture(scope="module")
+def b8():
+    """stftnet_b8_f128 with calibrated BatchNorm statistics, shared by the tests below
+    (which must not modify it)."""
+    return calibrated(create_model("stftnet_b8_f128"))
+
+
+def assert_fold_equivalent(model: nn.Module) -> None:
+    folded = fold_model(model)
+    assert not any(isinstance(m, FOLDABLE) for m in folded.modules())
+    assert any(isinstance(m, FOLDABLE) for m in model.modules())  # the original is intact
+    assert count_parameters(folded) == folded_params(model)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert max_rel_diff(folded(x), model(x)) < 1e-5
+
+
+def test_fold_model_is_equivalent_and_plain_conv():
+    assert_fold_equivalent(calibrated(tiny()))
+
+
+def test_fold_model_of_stftnet_b8_f128(b8):
+    assert_fold_equivalent(b8)
+
+
+def test_fold_model_keeps_relpu_and_training_mode():
+    model = calibrated(tiny(mixer="relpu")).train()
+    folded = fold_model(model)
+    assert sum(isinstance(m, ReLPU) for m in folded.modules()) == 2
+    assert not any(isinstance(m, FOLDABLE) for m in folded.modules())  # the stem folds
+    assert all(m.training for m in folded.modules())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert max_rel_diff(folded.eval()(x), model.eval()(x)) < 1e-5
+
+
+def test_fold_model_of_a_bare_layer():
+    from dwstft.layers import DepthwiseSTFTSeparable
+
+    layer = DepthwiseSTFTSeparable(3, 5, 5).eval()
+    conv = fold_model(layer)
+    assert isinstance(conv, nn.Conv2d) and conv.weight.shape == (5, 3, 5, 5)
+
+
+def test_onnx_export_of_folded_stftnet_b8_f128_matches_pytorch(tmp_path, b8):
+    report = export_model(b8, tmp_path / "b8.onnx", "onnx", fold=True)
+    check = report.verification
+    print(f"stftnet_b8_f128 folded ONNX max |diff| {check.max_abs_diff:.3e}")
+    assert check.passed and check.max_abs_diff < 1e-4
+    assert report.dynamic_batch and check.batches == (2, 1)
+    assert report.folded and report.exported_params > report.params
+    assert report.size_bytes == (tmp_path / "b8.onnx").stat().st_size > 4 * report.params
+
+
+def test_onnx_export_unfolded_runs_in_onnxruntime(tmp_path):
+    import onnxruntime
+
+    model = calibrated(tiny())
+    path = tmp_path / "tiny.onnx"
+    report = export_model(model, path, "onnx", opset=18)
+    assert report.verification.passed and not report.folded
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(5, 3, 32, 32)
+    (logits,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        assert max_rel_diff(torch.from_numpy(logits), model(x)) < 1e-4
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_torchscript_round_trip(tmp_path, fold):
+    model = calibrated(tiny())
+    path = tmp_path / "tiny.torchscript.pt"
+    report = export_model(model, path, "torchscript", fold=fold)
+    assert report.verification.passed and report.method.startswith("torch.jit.")
+    loaded = torch.jit.load(str(path))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert max_rel_diff(loaded(x), model(x)) < 1e-4
+
+
+def test_torchscript_scripts_plain_modules(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.randn(1, 3, 8, 8))
+    report = export_model(model, tmp_path / "m.pt", "torchscript", input_size=(3, 8, 8))
+    assert report.method == "torch.jit.script" and report.verification.passed
+
+
+def test_infer_model_args_reads_classes_and_channels(tiny_registered):
+    for classes, chans in ((7, 1), (4, 3)):
+        state = tiny(num_classes=classes, in_chans=chans).state_dict()
+        assert infer_model_args(TINY, state) == (classes, chans)
+    with pytest.raises(ValueError, match=r"no 2-D 'head\.weight'"):
+        infer_model_args(TINY, {})
+
+
+def test_checkpoint_formats_load_the_same_weights(tmp_path, tiny_registered):
+    model = calibrated(tiny(num_classes=5, in_chans=1), in_chans=1)
+    state = model.state_dict()
+    save_file(state, tmp_path / "best.safetensors", metadata={"model": TINY})
+    torch.save({"model": state, "config": {"model": TINY}}, tmp_path / "last.pt")
+    torch.save(state, tmp_path / "raw.pt")
+    for name, recorded in (("best.safetensors", TINY), ("last.pt", TINY), ("raw.pt", None)):
+        loaded, found = load_state_dict_file(tmp_path / name)
+        assert found == recorded and loaded.keys() == state.keys()
+    rebuilt = model_from_checkpoint(tmp_path / "last.pt")
+    assert (rebuilt.name, rebuilt.num_classes, rebuilt.in_chans) == (TINY, 5, 1)
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(rebuilt.model(x), model(x))
+
+
+def test_load_state_dict_file_rejects_other_pickles(tmp_path):
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="holds no state dict"):
+        load_state_dict_file(tmp_path / "list.pt")
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a valid safetensors"):
+        load_state_dict_file(tmp_path / "junk.safetensors")
+
+
+def test_cli_exports_a_safetensors_checkpoint(tmp_path, tiny_registered, capsys):
+    ckpt = tmp_path / "best.safetensors"
+    save_file(calibrated(tiny()).state_dict(), ckpt)
+    argv = ["export", "--checkpoint", str(ckpt), "--model", TINY, "--format", "onnx", "--fold"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    onnx_path = tmp_path / "best.folded.onnx"
+    assert onnx_path.is_file() and str(onnx_path) in out
+    assert "dynamic batch" in out and "(folded)" in out and ": OK" in out
+    assert f"{onnx_path.stat().st_size:,} bytes" in out
+
+
+def test_cli_exports_torchscript_from_training_checkpoint(tmp_path, tiny_registered, capsys):
+    ckpt = tmp_path / "last.pt"
+    torch.save({"model": calibrated(tiny()).state_dict(), "config": {"model": TINY}}, ckpt)
+    out_path = tmp_path / "model.ts"
+    argv = ["export", "--checkpoint", str(ckpt), "--format", "torchscript", "--output"]
+    assert main([*argv, str(out_path)]) == 0
+    out = capsys.readouterr().out
+    assert out_path.is_file() and "torch.jit." in out and "not folded" in out
+
+
+def test_cli_rejects_checkpoint_of_another_model(tmp_path, tiny_registered, capsys, monkeypatch):
+    wider = "_test_tiny_stftnet_b6"
+    monkeypatch.setitem(
+        registry._MODELS, wider, lambda **kw: stftnet(6, 8, stage_blocks=(1, 1), **kw)
+    )
+    ckpt = tmp_path / "best.safetensors"
+    save_file(tiny().state_dict(), ckpt)
+    for name, problem in ((wider, "shape mismatches"), ("mobilenet", "missing keys")):
+        argv = ["export", "--checkpoint", str(ckpt), "--model", name, "--format", "onnx"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"does not fit --model {name!r}" in err and problem in err
+        assert f"Expected weights saved from {name!r}" in err
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_cli_needs_a_model_name_and_matching_input(tmp_path, tiny_registered, capsys):
+    ckpt = tmp_path / "weights.pt"
+    torch.save(tiny().state_dict(), ckpt)
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx"]) == 2
+    assert "--model is required" in capsys.readouterr().err
+    argv = ["export", "--checkpoint", str(ckpt), "--model", TINY, "--format", "torchscript"]
+    assert main([*argv, "--input-size", "1", "32", "32"]) == 2
+    assert "--input-size C must equal the model's in_chans=3, got 1" in capsys.readouterr().err
+
+
+def test_missing_onnx_packages_are_named(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name)
+    )
+    with pytest.raises(ImportError, match=r"missing: onnxruntime.*dwstft\[export\]"):
+        require_onnx()
+
+
+def test_cli_reads_the_training_loop_checkpoint(tmp_path, tiny_registered, capsys):
+    from dwstft.train.checkpoint import save_checkpoint
+
+    model = calibrated(tiny(num_classes=100))
+    state = {
+        "epoch": 3,
+        "model": model.state_dict(),
+        "optimizer": torch.optim.Adam(model.parameters()).state_dict(),
+        "scaler": {},
+        "best": {"test_acc": 0.5, "epoch": 2},
+        "history": [],
+        "config": {"model": TINY, "dataset": "cifar100"},
+    }
+    save_checkpoint(tmp_path / "last.pt", state)
+    assert main(["export", "--checkpoint", str(tmp_path / "last.pt"), "--format", "onnx"]) == 0
+    assert f"{TINY}: wrote {tmp_path / 'last.onnx'}" in capsys.readouterr().out
+
+
+def test_cli_fails_when_the_export_does_not_match(tmp_path, tiny_registered, capsys, monkeypatch):
+    monkeypatch.setattr("dwstft.export.TOLERANCE", 0.0)
+    ckpt = tmp_path / "best.safetensors"
+    save_file(calibrated(tiny()).state_dict(), ckpt)
+    argv = ["export", "--checkpoint", str(ckpt), "--model", TINY, "--format", "onnx", "--fold"]
+    assert main(argv) == 1
+    assert ": FAILED" in capsys.readouterr().out
