@@ -138,7 +138,7 @@ def fold_weight(weight: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     Returns:
         (F, C, n, n) with ``K[f, c] = sum_k weight[f, c*8 + k] * basis[k]``.
     """
-    if weight.shape[1] % MAPS_PER_CHANNEL:
+    if not torch.jit.is_tracing() and weight.shape[1] % MAPS_PER_CHANNEL:
         raise ValueError(
             f"weight has {weight.shape[1]} input channels, "
             f"expected a multiple of {MAPS_PER_CHANNEL}"

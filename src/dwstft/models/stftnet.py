@@ -119,6 +119,9 @@ class STFTNet(ImageClassifier):
     is (N, f, H / 2^(stages-1), W / 2^(stages-1)).
     """
 
+    # TorchScript cannot compile the list-building property; it is not part of forward.
+    __jit_unused_properties__ = ["blocks"]  # noqa: RUF012
+
     def __init__(self, spec: STFTNetSpec, num_classes: int = 10, in_chans: int = 3) -> None:
         super().__init__(spec.features, num_classes)
         self.spec = spec

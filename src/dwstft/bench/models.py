@@ -1,0 +1,201 @@
+"""``dwstft bench models``: every STFTNet preset and baseline, side by side in one run.
+
+Per model: trainable parameters, MACs per 32×32 image, training throughput
+(forward + backward + Adam step, images/s) at batch 64 and 128, inference latency at
+batch 1 and throughput at batch 256 (eval mode, ``torch.inference_mode``), and the memory
+of a training step: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the bytes of
+tensors autograd saves for backward at batch 64 (the part of a step's memory that grows
+with the batch; deterministic, unlike RSS).
+
+Timings are medians of interleaved rounds: each round times every model once, so a load
+change on the machine hits all models alike.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dwstft.bench.complexity import count_macs, count_params
+from dwstft.bench.measure import machine_description, saved_bytes, time_interleaved
+from dwstft.models import create_model, list_models
+
+REFERENCE_MODEL = "mobilenetv2"
+TRAIN_BATCHES = (64, 128)
+INFER_BATCH = 256
+
+
+@dataclass
+class ModelBench:
+    """One row of the table; field names are the keys of the JSON records."""
+
+    model: str
+    params: int
+    macs: int
+    train_ips_b64: float
+    train_ips_b128: float
+    latency_b1_ms: float
+    infer_ips_b256: float
+    saved_bytes_b64: int
+    peak_bytes_b64: int | None
+
+
+def _prepare(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def _batch(n: int, device: torch.device, channels_last: bool, classes: int):
+    x = torch.randn(n, 3, 32, 32, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, torch.randint(0, classes, (n,), device=device)
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def _infer_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        model.eval()
+        with torch.inference_mode():
+            model(x)
+
+    return step
+
+
+def _peak_cuda_bytes(step: Callable[[], None], device: torch.device) -> int | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device)
+
+
+def run_models_benchmark(
+    names: list[str] | None = None,
+    device: str | torch.device = "cpu",
+    rounds: int = 5,
+    channels_last: bool = False,
+    num_classes: int = 10,
+    progress: bool = True,
+) -> list[ModelBench]:
+    """Measure every model in ``names`` (default: all registered) side by side."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    names = names or list_models()
+    torch.manual_seed(0)
+    models = {
+        n: _prepare(create_model(n, num_classes=num_classes), device, channels_last) for n in names
+    }
+    data = {
+        b: _batch(b, device, channels_last, num_classes) for b in (*TRAIN_BATCHES, 1, INFER_BATCH)
+    }
+    seconds: dict[str, dict[str, float]] = {}
+    phases = [(f"train_b{b}", b) for b in TRAIN_BATCHES] + [
+        ("infer_b1", 1),
+        (f"infer_b{INFER_BATCH}", INFER_BATCH),
+    ]
+    for phase, b in tqdm(phases, desc="bench models", disable=not progress):
+        x, y = data[b]
+        steps = {
+            n: _train_step(m, x, y) if phase.startswith("train") else _infer_step(m, x)
+            for n, m in models.items()
+        }
+        seconds[phase] = time_interleaved(steps, rounds=rounds if b > 1 else 5 * rounds)
+    results = []
+    x64, y64 = data[64]
+    for name, model in models.items():
+        model.train()
+        results.append(
+            ModelBench(
+                model=name,
+                params=count_params(model),
+                macs=count_macs(model),
+                train_ips_b64=64 / seconds["train_b64"][name],
+                train_ips_b128=128 / seconds["train_b128"][name],
+                latency_b1_ms=1e3 * seconds["infer_b1"][name],
+                infer_ips_b256=INFER_BATCH / seconds[f"infer_b{INFER_BATCH}"][name],
+                saved_bytes_b64=saved_bytes(lambda m=model: F.cross_entropy(m(x64), y64)),
+                peak_bytes_b64=_peak_cuda_bytes(_train_step(model, x64, y64), device),
+            )
+        )
+    return results
+
+
+def format_models_table(
+    results: list[ModelBench], device: torch.device, channels_last: bool
+) -> str:
+    """Markdown table with ratios to MobileNetV2 (higher is better for throughput,
+    lower for latency and memory)."""
+    ref = next((r for r in results if r.model == REFERENCE_MODEL), results[0])
+    memory_name = "peak CUDA MiB" if ref.peak_bytes_b64 is not None else "saved-for-backward MiB"
+    lines = [
+        f"{machine_description(device)}; float32, {'channels_last' if channels_last else 'NCHW'}; "
+        f"ratios (×) to {ref.model}; memory = {memory_name} of a batch-64 training step.",
+        "",
+        "| model | params (M) | MACs (M) | train img/s b64 | × | train img/s b128 | × "
+        "| latency b1 ms | × | infer img/s b256 | × | memory MiB | × |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        mem = r.peak_bytes_b64 if r.peak_bytes_b64 is not None else r.saved_bytes_b64
+        ref_mem = ref.peak_bytes_b64 if ref.peak_bytes_b64 is not None else ref.saved_bytes_b64
+        lines.append(
+            f"| {r.model} | {r.params / 1e6:.2f} | {r.macs / 1e6:.1f} "
+            f"| {r.train_ips_b64:.0f} | {r.train_ips_b64 / ref.train_ips_b64:.2f} "
+            f"| {r.train_ips_b128:.0f} | {r.train_ips_b128 / ref.train_ips_b128:.2f} "
+            f"| {r.latency_b1_ms:.2f} | {r.latency_b1_ms / ref.latency_b1_ms:.2f} "
+            f"| {r.infer_ips_b256:.0f} | {r.infer_ips_b256 / ref.infer_ips_b256:.2f} "
+            f"| {mem / 2**20:.0f} | {mem / ref_mem:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_json(results: list[ModelBench], path: str, device: torch.device, command: str) -> None:
+    """The JSON that ``dwstft viz pareto`` reads."""
+    payload = {
+        "device": machine_description(device),
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "models": [asdict(r) for r in results],
+    }
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=1)
+
+
+def profile_training_step(
+    name: str, device: str | torch.device = "cpu", batch: int = 64, rows: int = 15
+) -> str:
+    """Top operators by self time over 3 training steps of one model (torch.profiler)."""
+    device = torch.device(device)
+    model = create_model(name).to(device)
+    x, y = _batch(batch, device, False, 10)
+    step = _train_step(model, x, y)
+    step()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(3):
+            step()
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=rows)
