@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/dwstft train --model stftnet_b8_f128 --dataset digits --epochs 15 --output runs/quickstart
+	$(BIN)/dwstft train --model stftnet_b8_f128 --dataset digits --epochs 15 --recipe fast \
+		--output runs/quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests
@@ -38,6 +39,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/dwstft bench layer
+	$(BIN)/dwstft bench models
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

@@ -186,7 +186,10 @@ def test_bad_forward_input():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("impl", IMPLS)
-def test_cuda_matches_cpu(impl):
+def test_cuda_matches_cpu(impl, monkeypatch):
+    # Full float32 on the GPU: TF32 convolutions (cuDNN's default) differ by ~1e-3.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     torch.manual_seed(0)
     layer = DepthwiseSTFTSeparable(4, 8, 5, impl=impl)
     x = torch.randn(2, 4, 16, 16, requires_grad=True)
@@ -244,3 +247,26 @@ def test_set_impl_reaches_every_stft_layer():
     assert [m.impl for m in model] == ["grouped", "grouped"]
     with pytest.raises(ValueError, match="impl"):
         set_impl(model, "nope")
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: DepthwiseSTFTSeparable(3, 4, 3), lambda: MultiScaleSTFTSeparable(3, 4, (3, 5))]
+)
+def test_inference_kernel_cache_follows_weight_updates(make):
+    layer = make().eval()
+    fresh = make().eval()
+    x = torch.randn(2, 3, 7, 7)
+    with torch.no_grad():
+        layer(x)  # fills the cache
+        layer.pointwise.weight.mul_(2.0)  # in place, as optimizer.step does
+        fresh.load_state_dict(layer.state_dict())
+        torch.testing.assert_close(layer(x), fresh(x))
+        layer.load_state_dict(make().state_dict())
+        fresh.load_state_dict(layer.state_dict())
+        torch.testing.assert_close(layer(x), fresh(x))
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), fresh(x))
+    layer.train()
+    y = layer(x.requires_grad_())  # training builds a differentiable kernel, not the cache
+    y.sum().backward()
+    assert layer.pointwise.weight.grad is not None

@@ -87,6 +87,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "pipeline", help="training images/s: on-device pipeline vs per-image DataLoader"
     )
     pipeline.add_argument("--model", default="stftnet_b8_f128")
+    pipeline.add_argument("--device", default="cpu")
     pipeline.add_argument("-b", "--batch-size", type=_positive_int, default=64)
     pipeline.add_argument("--batches", type=_positive_int, default=30, help="timed per pipeline")
     pipeline.add_argument("--rounds", type=_positive_int, default=3, help="interleaved rounds")
@@ -184,10 +185,11 @@ def _run_bench_pipeline(args: argparse.Namespace) -> int:
             batches=args.batches,
             rounds=args.rounds,
             workers=args.workers,
+            device=args.device,
         )
     except ValueError as e:
         return _usage_error("bench pipeline", e)
-    table = format_pipeline_table(results, args.model, args.batch_size, args.images)
+    table = format_pipeline_table(results, args.model, args.batch_size, args.images, args.device)
     print(table)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:

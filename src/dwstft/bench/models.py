@@ -80,13 +80,17 @@ def _infer_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 
 
 def _peak_cuda_bytes(step: Callable[[], None], device: torch.device) -> int | None:
+    """Peak CUDA memory a training step adds on top of what was already allocated (every
+    benchmarked model stays resident, so the absolute peak would depend on the others)."""
     if device.type != "cuda":
         return None
+    step()  # optimizer state exists from here on, as in a real run
     torch.cuda.synchronize(device)
+    resident = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     step()
     torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device)
+    return torch.cuda.max_memory_allocated(device) - resident
 
 
 def run_models_benchmark(
@@ -147,7 +151,11 @@ def format_models_table(
     """Markdown table with ratios to MobileNetV2 (higher is better for throughput,
     lower for latency and memory)."""
     ref = next((r for r in results if r.model == REFERENCE_MODEL), results[0])
-    memory_name = "peak CUDA MiB" if ref.peak_bytes_b64 is not None else "saved-for-backward MiB"
+    memory_name = (
+        "peak CUDA MiB above the resident weights and optimizer state"
+        if ref.peak_bytes_b64 is not None
+        else "saved-for-backward MiB"
+    )
     lines = [
         f"{machine_description(device)}; float32, {'channels_last' if channels_last else 'NCHW'}; "
         f"ratios (×) to {ref.model}; memory = {memory_name} of a batch-64 training step.",

@@ -103,9 +103,18 @@ def _forever(make: Callable[[int], Iterator[Batch]]) -> Iterator[Batch]:
         yield from make(epoch)
 
 
-def _on_device(images: torch.Tensor, labels: torch.Tensor, batch: int) -> Iterator[Batch]:
+def _on_device(
+    images: torch.Tensor, labels: torch.Tensor, batch: int, device: torch.device
+) -> Iterator[Batch]:
     loader = DeviceLoader(
-        images, labels, batch, MEAN, STD, augment=BatchAugment(hflip=True), drop_last=True
+        images,
+        labels,
+        batch,
+        MEAN,
+        STD,
+        augment=BatchAugment(hflip=True),
+        drop_last=True,
+        device=device,
     )
 
     def epoch_batches(epoch: int) -> Iterator[Batch]:
@@ -116,8 +125,9 @@ def _on_device(images: torch.Tensor, labels: torch.Tensor, batch: int) -> Iterat
 
 
 def _data_loader(
-    images: torch.Tensor, labels: torch.Tensor, batch: int, workers: int
+    images: torch.Tensor, labels: torch.Tensor, batch: int, workers: int, device: torch.device
 ) -> Iterator[Batch]:
+    cuda = device.type == "cuda"
     loader = DataLoader(
         PerImageAugmentDataset(images, labels),
         batch_size=batch,
@@ -125,8 +135,13 @@ def _data_loader(
         drop_last=True,
         num_workers=workers,
         persistent_workers=workers > 0,
+        pin_memory=cuda,
     )
-    return _forever(lambda _: iter(loader))
+    to_device = (
+        (x.to(device, non_blocking=cuda), y.to(device, non_blocking=cuda))
+        for x, y in _forever(lambda _: iter(loader))
+    )
+    return to_device
 
 
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[Batch], None]:
@@ -149,8 +164,9 @@ def run_pipeline_benchmark(
     batches: int = 30,
     rounds: int = 3,
     workers: Sequence[int] = (0, 2),
+    device: str | torch.device = "cpu",
 ) -> list[PipelineResult]:
-    """Images/s of each pipeline, training ``model`` on the CPU, measured side by side.
+    """Images/s of each pipeline, training ``model`` on ``device``, measured side by side.
 
     Each of ``rounds`` rounds times ``batches // rounds`` training steps of every pipeline
     in turn, in alternating order (after two warm-up steps each), so a change in machine
@@ -160,10 +176,12 @@ def run_pipeline_benchmark(
     """
     if batches < rounds:
         raise ValueError(f"batches must be >= rounds ({rounds}), got {batches}")
-    pipelines: dict[str, Iterator[Batch]] = {"on-device": _on_device(images, labels, batch)}
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    pipelines: dict[str, Iterator[Batch]] = {"on-device": _on_device(images, labels, batch, device)}
     for w in workers:
-        pipelines[f"DataLoader ({w} workers)"] = _data_loader(images, labels, batch, w)
-    model.train()
+        pipelines[f"DataLoader ({w} workers)"] = _data_loader(images, labels, batch, w, device)
+    model.to(device).train()
     step = _train_step(model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
     for it in pipelines.values():
         for _ in range(2):
@@ -174,27 +192,35 @@ def run_pipeline_benchmark(
     for r in range(rounds):
         order = list(pipelines.items())
         for name, it in order if r % 2 == 0 else order[::-1]:
+            sync()
             start = time.perf_counter()
             for _ in range(per_round):
                 step(next(it))
+            sync()
             train_s[name] += time.perf_counter() - start
         for name, it in order:
+            sync()
             start = time.perf_counter()
             for _ in range(per_round):
                 next(it)
+            sync()
             data_s[name] += time.perf_counter() - start
     n = per_round * rounds * batch
     return [PipelineResult(name, n / train_s[name], n / data_s[name]) for name in pipelines]
 
 
 def format_pipeline_table(
-    results: Sequence[PipelineResult], model_name: str, batch: int, n_images: int
+    results: Sequence[PipelineResult],
+    model_name: str,
+    batch: int,
+    n_images: int,
+    device: str | torch.device = "cpu",
 ) -> str:
     """A Markdown table of the results with ratios to the on-device pipeline."""
     base = results[0]
     lines = [
         f"Training throughput, {model_name}, batch {batch}, {n_images} random CIFAR-shaped "
-        f"images; {machine_description(torch.device('cpu'))}",
+        f"images; {machine_description(torch.device(device))}",
         "",
         "| pipeline | train images/s | vs on-device | data-only images/s |",
         "|---|---:|---:|---:|",
