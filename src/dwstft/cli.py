@@ -18,36 +18,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Depthwise-STFT separable CNNs: train, evaluate, benchmark, export.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands = (_add_demo, _add_models, _add_train, _add_eval, _add_bench, _add_reproduce)
-    for add in (*commands, _add_viz, _add_export):
+    for add in (
+        _add_train,
+        _add_eval,
+        _add_models,
+        _add_bench,
+        _add_reproduce,
+        _add_viz,
+        _add_export,
+    ):
         add(sub)
     return parser
-
-
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run one Depthwise-STFT separable layer on random input")
-    p.add_argument("--in-channels", type=int, default=3)
-    p.add_argument("--out-channels", type=int, default=16)
-    p.add_argument("--kernel-size", type=int, default=3)
-    p.set_defaults(handler=_run_demo)
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    import torch
-
-    from dwstft import DepthwiseSTFTSeparable
-
-    layer = DepthwiseSTFTSeparable(args.in_channels, args.out_channels, args.kernel_size)
-    x = torch.randn(2, args.in_channels, 32, 32)
-    y = layer(x)
-    folded = layer.fold()
-    err = (folded(x) - y).abs().max().item()
-    params = sum(p.numel() for p in layer.parameters())
-    expected = 8 * args.in_channels * args.out_channels + args.out_channels
-    print(f"{layer}\ninput {tuple(x.shape)} -> output {tuple(y.shape)}")
-    print(f"trainable parameters: {params} (8*c*f + f = {expected})")
-    print(f"folded nn.Conv2d max |difference|: {err:.2e}")
-    return 0
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:

@@ -55,6 +55,13 @@ def check_positive(name: str, value: object) -> int:
     return value
 
 
+def check_impl(impl: object) -> str:
+    """Validate an execution-path name (one of ``IMPLS``); returns it."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    return impl
+
+
 def check_input(x: torch.Tensor, in_channels: int | None = None) -> None:
     """Raise ValueError unless ``x`` is a 4-D (N, C, H, W) tensor with C == in_channels.
 
@@ -257,8 +264,7 @@ def stft_separable(
     n = check_kernel_size(kernel_size)
     stride = check_positive("stride", stride)
     pad = resolve_padding(padding, n)
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    check_impl(impl)
     check_input(x)
     _check_weight(weight, x.shape[1])
     basis = _basis_for(x, n, basis)

@@ -14,7 +14,7 @@ from torch import nn
 
 from dwstft.basis import MAPS_PER_CHANNEL, check_kernel_size, stft_basis
 from dwstft.functional import (
-    IMPLS,
+    check_impl,
     check_input,
     check_positive,
     choose_impl,
@@ -119,8 +119,7 @@ class DepthwiseSTFTSeparable(nn.Module):
     ) -> None:
         super().__init__()
         check_positive("out_channels", out_channels)
-        if impl not in IMPLS:
-            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        check_impl(impl)
         self.stft = DepthwiseSTFT(in_channels, kernel_size, stride, padding, device, dtype)
         self.pointwise = nn.Conv2d(
             MAPS_PER_CHANNEL * in_channels, out_channels, 1, bias=bias, device=device, dtype=dtype
@@ -200,6 +199,20 @@ class DepthwiseSTFTSeparable(nn.Module):
         return f"impl={self.impl!r}"
 
 
+def _stft_banks(
+    in_channels: int,
+    kernel_sizes: tuple[int, ...],
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> nn.ModuleList:
+    """One ``DepthwiseSTFT`` per neighbourhood size, all on the same input channels."""
+    if not kernel_sizes:
+        raise ValueError("kernel_sizes must name at least one odd size >= 3, got ()")
+    return nn.ModuleList(
+        DepthwiseSTFT(in_channels, n, device=device, dtype=dtype) for n in kernel_sizes
+    )
+
+
 class MultiScaleSTFTSeparable(nn.Module):
     """Depthwise-STFT at several neighbourhood sizes, concatenated, then one trainable 1×1
     (the paper's Block 1 core: n = 3 and n = 5 on the same channels, "inception style").
@@ -225,13 +238,8 @@ class MultiScaleSTFTSeparable(nn.Module):
     ) -> None:
         super().__init__()
         check_positive("out_channels", out_channels)
-        if impl not in IMPLS:
-            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-        if not kernel_sizes:
-            raise ValueError("kernel_sizes must name at least one odd size >= 3, got ()")
-        self.stfts = nn.ModuleList(
-            DepthwiseSTFT(in_channels, n, device=device, dtype=dtype) for n in kernel_sizes
-        )
+        check_impl(impl)
+        self.stfts = _stft_banks(in_channels, kernel_sizes, device, dtype)
         width = MAPS_PER_CHANNEL * in_channels
         self.pointwise = nn.Conv2d(
             width * len(kernel_sizes), out_channels, 1, bias=bias, device=device, dtype=dtype
@@ -336,11 +344,7 @@ class ReLPU(nn.Module):
     ) -> None:
         super().__init__()
         check_positive("out_channels", out_channels)
-        if not kernel_sizes:
-            raise ValueError("kernel_sizes must name at least one odd size >= 3, got ()")
-        self.stfts = nn.ModuleList(
-            DepthwiseSTFT(in_channels, n, device=device, dtype=dtype) for n in kernel_sizes
-        )
+        self.stfts = _stft_banks(in_channels, kernel_sizes, device, dtype)
         self.pointwise = nn.Conv2d(
             MAPS_PER_CHANNEL * in_channels * len(kernel_sizes),
             out_channels,
@@ -365,8 +369,7 @@ class ReLPU(nn.Module):
 def set_impl(module: nn.Module, impl: str) -> nn.Module:
     """Set the execution path of every Depthwise-STFT separable layer inside ``module``
     (e.g. ``"grouped"`` to count the paper's multiply-adds). Returns ``module``."""
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    check_impl(impl)
     for m in module.modules():
         if isinstance(m, (DepthwiseSTFTSeparable, MultiScaleSTFTSeparable)):
             m.impl = impl

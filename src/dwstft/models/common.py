@@ -31,3 +31,30 @@ def check_width_mult(width_mult: object) -> None:
     """Raise ValueError unless ``width_mult`` is a real number > 0."""
     if not isinstance(width_mult, (int, float)) or isinstance(width_mult, bool) or width_mult <= 0:
         raise ValueError(f"width_mult must be a number > 0 (default 1.0), got {width_mult!r}")
+
+
+def conv_bn(
+    in_chans: int,
+    out_chans: int,
+    kernel_size: int,
+    stride: int = 1,
+    groups: int = 1,
+    act: type[nn.Module] | None = None,
+) -> list[nn.Module]:
+    """Conv (no bias, padding ``kernel_size // 2``) + BN [+ ``act(inplace=True)``] layers:
+    (N, in_chans, H, W) → (N, out_chans, H/s, W/s)."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(
+            in_chans,
+            out_chans,
+            kernel_size,
+            stride=stride,
+            padding=kernel_size // 2,
+            groups=groups,
+            bias=False,
+        ),
+        nn.BatchNorm2d(out_chans),
+    ]
+    if act is not None:
+        layers.append(act(inplace=True))
+    return layers

@@ -17,7 +17,12 @@ from __future__ import annotations
 from torch import nn
 
 from dwstft.models.base import ImageClassifier
-from dwstft.models.common import check_classifier_args, check_width_mult, init_weights
+from dwstft.models.common import (
+    check_classifier_args,
+    check_width_mult,
+    conv_bn,
+    init_weights,
+)
 from dwstft.models.registry import PaperReference, register_model
 
 # (output channels, stride) of the 13 depthwise-separable blocks, the paper's Table 1 with
@@ -43,23 +48,8 @@ STEM_CHANNELS = 32
 def conv_bn_relu(
     in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, groups: int = 1
 ) -> nn.Sequential:
-    """Conv + BN + ReLU: (N, in_chans, H, W) → (N, out_chans, H/s, W/s).
-
-    The conv has no bias and padding ``kernel_size // 2``.
-    """
-    return nn.Sequential(
-        nn.Conv2d(
-            in_chans,
-            out_chans,
-            kernel_size,
-            stride=stride,
-            padding=kernel_size // 2,
-            groups=groups,
-            bias=False,
-        ),
-        nn.BatchNorm2d(out_chans),
-        nn.ReLU(inplace=True),
-    )
+    """Conv (no bias) + BN + ReLU: (N, in_chans, H, W) → (N, out_chans, H/s, W/s)."""
+    return nn.Sequential(*conv_bn(in_chans, out_chans, kernel_size, stride, groups, nn.ReLU))
 
 
 def depthwise_separable(in_chans: int, out_chans: int, stride: int) -> nn.Sequential:

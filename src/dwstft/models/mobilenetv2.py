@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dwstft.models.base import ImageClassifier
-from dwstft.models.common import check_classifier_args, check_width_mult, init_weights
+from dwstft.models.common import check_classifier_args, check_width_mult, conv_bn, init_weights
 from dwstft.models.registry import PaperReference, register_model
 
 # (expansion t, output channels c, repeats n, first stride s), the paper's Table 2 with the
@@ -48,19 +48,7 @@ def conv_bn_relu6(
     in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, groups: int = 1
 ) -> nn.Sequential:
     """Conv (no bias) + BN + ReLU6: (N, in_chans, H, W) → (N, out_chans, H/s, W/s)."""
-    return nn.Sequential(
-        nn.Conv2d(
-            in_chans,
-            out_chans,
-            kernel_size,
-            stride=stride,
-            padding=kernel_size // 2,
-            groups=groups,
-            bias=False,
-        ),
-        nn.BatchNorm2d(out_chans),
-        nn.ReLU6(inplace=True),
-    )
+    return nn.Sequential(*conv_bn(in_chans, out_chans, kernel_size, stride, groups, nn.ReLU6))
 
 
 class InvertedResidual(nn.Module):

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from dwstft.models.base import ImageClassifier
-from dwstft.models.common import check_classifier_args, check_width_mult, init_weights
+from dwstft.models.common import check_classifier_args, check_width_mult, conv_bn, init_weights
 from dwstft.models.registry import PaperReference, register_model
 
 # Stage output channels at scale 1.0 for each group count, the paper's Table 1.
@@ -49,24 +49,6 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     if c % groups != 0:
         raise ValueError(f"channels must be divisible by groups={groups}, got {c} channels")
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
-
-
-def conv_bn(
-    in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, groups: int = 1
-) -> list[nn.Module]:
-    """Conv (no bias) + BN layers: (N, in_chans, H, W) → (N, out_chans, H/s, W/s)."""
-    return [
-        nn.Conv2d(
-            in_chans,
-            out_chans,
-            kernel_size,
-            stride=stride,
-            padding=kernel_size // 2,
-            groups=groups,
-            bias=False,
-        ),
-        nn.BatchNorm2d(out_chans),
-    ]
 
 
 class ShuffleUnit(nn.Module):

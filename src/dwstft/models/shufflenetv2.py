@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from dwstft.models.base import ImageClassifier
-from dwstft.models.common import check_classifier_args, init_weights
+from dwstft.models.common import check_classifier_args, conv_bn, init_weights
 from dwstft.models.registry import PaperReference, register_model
-from dwstft.models.shufflenet import channel_shuffle, conv_bn
+from dwstft.models.shufflenet import channel_shuffle
 
 # Stage output channels and final conv width for each width multiplier, the paper's Table 5.
 WIDTHS: dict[float, tuple[int, int, int, int]] = {
