@@ -4,10 +4,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from dwstft import create_model
+from dwstft.bench.complexity import count_params
 from dwstft.cli import main
 from dwstft.export import (
     FOLDABLE,
-    count_parameters,
     export_model,
     fold_model,
     infer_model_args,
@@ -54,12 +54,12 @@ def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 def folded_params(model: nn.Module) -> int:
     """Parameters after folding, by hand: every foldable layer becomes an
     (F, C, n_max, n_max) kernel plus F biases."""
-    total = count_parameters(model)
+    total = count_params(model)
     for m in model.modules():
         if isinstance(m, FOLDABLE):
             n = getattr(m, "max_kernel_size", None) or m.kernel_size
             bias = m.out_channels if m.pointwise.bias is not None else 0
-            total += m.out_channels * m.in_channels * n * n + bias - count_parameters(m)
+            total += m.out_channels * m.in_channels * n * n + bias - count_params(m)
     return total
 
 
@@ -74,7 +74,7 @@ def assert_fold_equivalent(model: nn.Module) -> None:
     folded = fold_model(model)
     assert not any(isinstance(m, FOLDABLE) for m in folded.modules())
     assert any(isinstance(m, FOLDABLE) for m in model.modules())  # the original is intact
-    assert count_parameters(folded) == folded_params(model)
+    assert count_params(folded) == folded_params(model)
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         assert max_rel_diff(folded(x), model(x)) < 1e-5

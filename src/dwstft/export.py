@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from dwstft.bench.complexity import count_params
 from dwstft.layers import DepthwiseSTFTSeparable, MultiScaleSTFTSeparable
 from dwstft.models import create_model
 
@@ -56,11 +57,6 @@ def fold_model(model: nn.Module) -> nn.Module:
     for parent, name, child in targets:
         setattr(parent, name, child.fold().train(child.training))
     return folded
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameter elements."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def load_state_dict_file(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
@@ -453,8 +449,8 @@ def export_model(
         method=method,
         dynamic_batch=dynamic,
         size_bytes=path.stat().st_size,
-        params=count_parameters(model),
-        exported_params=count_parameters(exported),
+        params=count_params(model),
+        exported_params=count_params(exported),
         folded=fold,
         verification=verify_export(path, fmt, model, input_size),
     )

@@ -14,9 +14,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from dwstft._atomic import atomic_write_text
 from dwstft.bench.complexity import count_params
 from dwstft.models import create_model, paper_reference
-from dwstft.train.checkpoint import atomic_write_text
 from dwstft.train.config import make_config, resolve_config
 from dwstft.train.loop import train
 from dwstft.train.metrics import read_history

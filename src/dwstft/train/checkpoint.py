@@ -9,67 +9,31 @@ so it loads with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from dwstft._atomic import atomic_write, atomic_write_bytes, atomic_write_text
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_KEYS",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "load_checkpoint",
+    "load_weights",
+    "save_checkpoint",
+    "save_weights",
+]
+
 #: Version of the ``last.pt`` layout; bumped when keys change meaning.
 CHECKPOINT_FORMAT = 1
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
 CHECKPOINT_KEYS = ("format", "epoch", "model", "optimizer", "scaler", "best", "history", "config")
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Create or replace ``path`` atomically: ``write`` fills a temporary binary file in the
-    same folder, which is fsynced and renamed over ``path``. If ``write`` raises, ``path`` is
-    untouched and the temporary file is removed."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Atomically replace ``path``'s contents with ``data``."""
-    atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Atomically replace ``path``'s contents with ``text`` encoded as UTF-8."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist a rename on POSIX file systems (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
