@@ -5,19 +5,58 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from dwstft._allocator import configure_allocator
+from dwstft.errors import DwstftError
+
+#: Exit status of every expected, user-caused failure (argparse's own convention).
+EXIT_USAGE = 2
+#: Setting this environment variable to 1 shows tracebacks for expected failures too.
+DEBUG_ENV = "DWSTFT_DEBUG"
+#: Failures the user can cause and fix: rendered on one line, exit status 2. Anything else
+#: is a bug and keeps its traceback.
+EXPECTED_ERRORS = (DwstftError, ValueError, OSError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``dwstft train: error: ... (see dwstft train --help)``
+    and exit status 2, instead of the usage block followed by the error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _debug_option() -> argparse.ArgumentParser:
+    """The ``--debug`` flag every subcommand takes (a parent parser)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the Python traceback of an expected error too (or set {DEBUG_ENV}=1)",
+    )
+    return parent
+
+
+_COMMON = [_debug_option()]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dwstft",
         description="Depthwise-STFT separable CNNs: train, evaluate, benchmark, export.",
+        epilog=(
+            "Expected failures (bad input, damaged files, a busy run folder, a missing "
+            "device) print one line 'dwstft <command>: error: ...' and exit with status 2; "
+            "a non-finite loss exits 1, Ctrl-C 130."
+        ),
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     for add in (
         _add_train,
         _add_eval,
@@ -32,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="Markdown table of every registered model")
+    p = sub.add_parser("models", parents=_COMMON, help="Markdown table of every registered model")
     p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'stftnet_*'")
     p.add_argument("--num-classes", type=int, default=100)
     p.set_defaults(handler=_run_models)
@@ -44,8 +83,9 @@ def _run_models(args: argparse.Namespace) -> int:
 
     names = list_models(args.pattern)
     if not names:
-        print(f"no registered model matches {args.pattern!r}", file=sys.stderr)
-        return 2
+        raise ValueError(
+            f"no registered model matches {args.pattern!r}; run `dwstft models` for the list"
+        )
     print(models_table(names, args.num_classes))
     return 0
 
@@ -53,7 +93,9 @@ def _run_models(args: argparse.Namespace) -> int:
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks measured side by side (ratios)")
     what = p.add_subparsers(dest="bench_target", required=True, metavar="TARGET")
-    layer = what.add_parser("layer", help="the layer's execution paths vs R0/R1/R2")
+    layer = what.add_parser(
+        "layer", parents=_COMMON, help="the layer's execution paths vs R0/R1/R2"
+    )
     layer.add_argument("-b", "--batch-size", type=int, default=64)
     layer.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     layer.add_argument("--device", default="cpu")
@@ -65,7 +107,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     layer.add_argument("--output", help="also write the Markdown table to this file")
     layer.set_defaults(handler=_run_bench_layer)
     pipeline = what.add_parser(
-        "pipeline", help="training images/s: on-device pipeline vs per-image DataLoader"
+        "pipeline",
+        parents=_COMMON,
+        help="training images/s: on-device pipeline vs per-image DataLoader",
     )
     pipeline.add_argument("--model", default="stftnet_b8_f128")
     pipeline.add_argument("--device", default="cpu")
@@ -80,7 +124,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     pipeline.add_argument("--output", help="also write the Markdown table to this file")
     pipeline.set_defaults(handler=_run_bench_pipeline)
-    models = what.add_parser("models", help="every model: params, MACs, speed, memory")
+    models = what.add_parser(
+        "models", parents=_COMMON, help="every model: params, MACs, speed, memory"
+    )
     models.add_argument("--models", nargs="+", help="names (default: every registered model)")
     models.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds")
     models.add_argument("--device", default="cpu")
@@ -154,22 +200,19 @@ def _run_bench_pipeline(args: argparse.Namespace) -> int:
     )
     from dwstft.models import create_model
 
-    try:
-        model = create_model(args.model, num_classes=10, in_chans=3)
-        images, labels = fabricate_images(args.images)
-        torch.manual_seed(0)
-        results = run_pipeline_benchmark(
-            model,
-            images,
-            labels,
-            batch=args.batch_size,
-            batches=args.batches,
-            rounds=args.rounds,
-            workers=args.workers,
-            device=args.device,
-        )
-    except ValueError as e:
-        return _usage_error("bench pipeline", e)
+    model = create_model(args.model, num_classes=10, in_chans=3)
+    images, labels = fabricate_images(args.images)
+    torch.manual_seed(0)
+    results = run_pipeline_benchmark(
+        model,
+        images,
+        labels,
+        batch=args.batch_size,
+        batches=args.batches,
+        rounds=args.rounds,
+        workers=args.workers,
+        device=args.device,
+    )
     table = format_pipeline_table(results, args.model, args.batch_size, args.images, args.device)
     print(table)
     if args.output:
@@ -246,6 +289,7 @@ _TRAIN_FIELDS = (
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
+        parents=_COMMON,
         help="train a registered model on CIFAR-10/100 or digits",
         description=(
             "Train with the paper's recipe (Adam, lr 0.01, batch 64 then 128 for the last "
@@ -302,17 +346,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from dwstft.train import NonFiniteLossError, TrainingInterrupted, resolve_config, train
-    from dwstft.train.loop import RunSetupError
 
     given = {name: getattr(args, name) for name in _TRAIN_FIELDS}
-    try:
-        config = resolve_config(args.recipe, args.resume, **given)
-    except (ValueError, FileNotFoundError) as e:
-        return _usage_error("train", e)
+    config = resolve_config(args.recipe, args.resume, **given)
     try:
         train(config)
-    except RunSetupError as e:
-        return _usage_error("train", e)
     except NonFiniteLossError as e:
         print(f"dwstft train: error: {e}", file=sys.stderr)
         return 1
@@ -322,14 +360,10 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _usage_error(command: str, error: Exception) -> int:
-    print(f"dwstft {command}: error: {error}", file=sys.stderr)
-    return 2
-
-
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
+        parents=_COMMON,
         help="test loss and accuracy of saved weights",
         description="Evaluate best.safetensors or last.pt on the dataset's test split.",
     )
@@ -350,19 +384,16 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     from dwstft.train import evaluate_checkpoint
 
-    try:
-        result = evaluate_checkpoint(
-            args.checkpoint,
-            args.model,
-            args.dataset,
-            data_dir=args.data_dir,
-            device=args.device,
-            batch_size=args.batch_size,
-            amp=args.amp,
-            channels_last=args.channels_last,
-        )
-    except (ValueError, FileNotFoundError) as e:
-        return _usage_error("eval", e)
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        args.model,
+        args.dataset,
+        data_dir=args.data_dir,
+        device=args.device,
+        batch_size=args.batch_size,
+        amp=args.amp,
+        channels_last=args.channels_last,
+    )
     if args.json:
         print(json.dumps(result))
     else:
@@ -381,11 +412,15 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
         help="pictures (PNG): basis kernels, feature maps, training curves, benchmarks",
     )
     what = p.add_subparsers(dest="viz_target", required=True, metavar="PICTURE")
-    basis = what.add_parser("basis", help="the 8 real/imaginary STFT kernels for each n")
+    basis = what.add_parser(
+        "basis", parents=_COMMON, help="the 8 real/imaginary STFT kernels for each n"
+    )
     basis.add_argument(
         "--kernel-size", type=int, nargs="+", default=[3, 5, 7], metavar="N", help="odd n >= 3"
     )
-    features = what.add_parser("features", help="an image and its Depthwise-STFT maps")
+    features = what.add_parser(
+        "features", parents=_COMMON, help="an image and its Depthwise-STFT maps"
+    )
     features.add_argument(
         "--image", required=True, help="PNG/JPEG file, or digits:N (scikit-learn's N-th digit)"
     )
@@ -396,11 +431,15 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
         default=128,
         help="shrink larger images to this many pixels on the longer side (0: never)",
     )
-    curves = what.add_parser("curves", help="loss and accuracy of one or several runs")
+    curves = what.add_parser(
+        "curves", parents=_COMMON, help="loss and accuracy of one or several runs"
+    )
     curves.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="holds metrics.jsonl")
     curves.add_argument("--labels", nargs="+", help="legend names, one per RUN_DIR")
     curves.add_argument("--title", default="")
-    pareto = what.add_parser("pareto", help="one point per model of `dwstft bench models`")
+    pareto = what.add_parser(
+        "pareto", parents=_COMMON, help="one point per model of `dwstft bench models`"
+    )
     pareto.add_argument("bench", metavar="BENCH_JSON", help="written by `dwstft bench models`")
     pareto.add_argument("--x", default="params", help="numeric field for x (default: params)")
     pareto.add_argument(
@@ -415,29 +454,24 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
 def _run_viz(args: argparse.Namespace) -> int:
     from dwstft import viz
 
-    try:
-        if args.viz_target == "basis":
-            viz.save_figure(viz.basis_figure(args.kernel_size), args.output)
-        elif args.viz_target == "features":
-            image, name = viz.load_image(args.image, args.max_size)
-            viz.save_figure(viz.features_figure(image, args.kernel_size, name), args.output)
-        elif args.viz_target == "curves":
-            labels = viz.run_labels(args.run_dirs, args.labels)
-            runs = {
-                label: viz.read_metrics(d) for label, d in zip(labels, args.run_dirs, strict=True)
-            }
-            viz.plot_curves(runs, args.output, args.title)
-        else:
-            bench = viz.load_bench(args.bench)
-            skipped = viz.plot_pareto(bench, args.output, args.x, args.y, args.logx)
-            if skipped:
-                print(
-                    f"warning: skipped {len(skipped)} model(s) without a numeric "
-                    f"{args.x!r} or {args.y!r}: {', '.join(skipped)}",
-                    file=sys.stderr,
-                )
-    except (ValueError, FileNotFoundError) as e:
-        return _usage_error(f"viz {args.viz_target}", e)
+    if args.viz_target == "basis":
+        viz.save_figure(viz.basis_figure(args.kernel_size), args.output)
+    elif args.viz_target == "features":
+        image, name = viz.load_image(args.image, args.max_size)
+        viz.save_figure(viz.features_figure(image, args.kernel_size, name), args.output)
+    elif args.viz_target == "curves":
+        labels = viz.run_labels(args.run_dirs, args.labels)
+        runs = {label: viz.read_metrics(d) for label, d in zip(labels, args.run_dirs, strict=True)}
+        viz.plot_curves(runs, args.output, args.title)
+    else:
+        bench = viz.load_bench(args.bench)
+        skipped = viz.plot_pareto(bench, args.output, args.x, args.y, args.logx)
+        if skipped:
+            print(
+                f"warning: skipped {len(skipped)} model(s) without a numeric "
+                f"{args.x!r} or {args.y!r}: {', '.join(skipped)}",
+                file=sys.stderr,
+            )
     print(f"wrote {args.output}")
     return 0
 
@@ -445,6 +479,7 @@ def _run_viz(args: argparse.Namespace) -> int:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
+        parents=_COMMON,
         help="export saved weights to ONNX or TorchScript and check the file",
         description=(
             "Rebuild the model, load the checkpoint strictly, optionally fold every "
@@ -480,27 +515,23 @@ def _run_export(args: argparse.Namespace) -> int:
 
     from dwstft.export import default_output, export_model, model_from_checkpoint, onnx_opset
 
-    try:
-        loaded = model_from_checkpoint(args.checkpoint, args.model, args.num_classes, args.in_chans)
-        input_size = tuple(args.input_size or (loaded.in_chans, 32, 32))
-        if input_size[0] != loaded.in_chans:
-            raise ValueError(
-                f"--input-size C must equal the model's in_chans={loaded.in_chans}, "
-                f"got {input_size[0]}"
-            )
-        output = Path(args.output or default_output(args.checkpoint, args.format, args.fold))
-        if output.resolve() == Path(args.checkpoint).resolve():
-            raise ValueError(f"--output {str(output)!r} would overwrite the checkpoint")
-        report = export_model(
-            loaded.model,
-            output,
-            args.format,
-            fold=args.fold,
-            input_size=input_size,
-            opset=args.opset,
+    loaded = model_from_checkpoint(args.checkpoint, args.model, args.num_classes, args.in_chans)
+    input_size = tuple(args.input_size or (loaded.in_chans, 32, 32))
+    if input_size[0] != loaded.in_chans:
+        raise ValueError(
+            f"--input-size C must equal the model's in_chans={loaded.in_chans}, got {input_size[0]}"
         )
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        return _usage_error("export", e)
+    output = Path(args.output or default_output(args.checkpoint, args.format, args.fold))
+    if output.resolve() == Path(args.checkpoint).resolve():
+        raise ValueError(f"--output {str(output)!r} would overwrite the checkpoint")
+    report = export_model(
+        loaded.model,
+        output,
+        args.format,
+        fold=args.fold,
+        input_size=input_size,
+        opset=args.opset,
+    )
     check = report.verification
     how = report.method
     if report.fmt == "onnx":
@@ -525,7 +556,7 @@ def _run_export(args: argparse.Namespace) -> int:
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="train every Table 2 row; ours beside the paper's")
     what = p.add_subparsers(dest="reproduce_target", required=True, metavar="TARGET")
-    t2 = what.add_parser("table2", help="Table 2: STFTNet presets and baselines")
+    t2 = what.add_parser("table2", parents=_COMMON, help="Table 2: STFTNet presets and baselines")
     t2.add_argument("--data-dir", help="folder holding the CIFAR archives or extracted folders")
     t2.add_argument(
         "--dataset",
@@ -562,11 +593,42 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (torch and OS errors can span several)."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return (
+            f"{error.strerror}: {str(error.filename)!r}; check the path (does it exist, is it "
+            "a folder or a file as expected, may you write there?) or choose another"
+        )
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """``train``, ``bench layer``, ``viz curves``, ...: the words the user typed."""
+    words = [args.command]
+    for attr in ("bench_target", "reproduce_target", "viz_target"):
+        if getattr(args, attr, None):
+            words.append(getattr(args, attr))
+    return " ".join(words)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit status."""
+    """Entry point of the console script; returns the exit status.
+
+    The one error boundary of the command: an expected failure (:data:`EXPECTED_ERRORS`)
+    prints ``dwstft <command>: error: <message>`` on one line and returns 2; with
+    ``--debug`` or ``DWSTFT_DEBUG=1`` it is re-raised with its traceback.
+    """
     configure_allocator()
     args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except EXPECTED_ERRORS as error:
+        if args.debug or os.environ.get(DEBUG_ENV) == "1":
+            raise
+        print(f"dwstft {_command_name(args)}: error: {one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

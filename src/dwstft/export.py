@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from dwstft.bench.complexity import count_params
+from dwstft.errors import MissingDependencyError
 from dwstft.layers import DepthwiseSTFTSeparable, MultiScaleSTFTSeparable
 from dwstft.models import create_model
 
@@ -216,10 +217,11 @@ def model_from_checkpoint(
 
 
 def require_onnx() -> None:
-    """Raise ImportError naming the missing packages unless ONNX export can run."""
+    """Raise MissingDependencyError (an ImportError) naming the missing packages unless ONNX
+    export can run."""
     missing = [p for p in _ONNX_PACKAGES if importlib.util.find_spec(p) is None]
     if missing:
-        raise ImportError(
+        raise MissingDependencyError(
             f"ONNX export needs {', '.join(_ONNX_PACKAGES)}; missing: {', '.join(missing)}. "
             "Install them with: pip install 'dwstft[export]'"
         )

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dwstft.errors import DwstftError
+
 try:
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # numpy < 2
@@ -64,15 +66,15 @@ _GARBLED_PICKLE_ERRORS = (
 )
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(DwstftError, FileNotFoundError):
     """The dataset is neither extracted nor archived in ``data_dir`` and cannot be downloaded."""
 
 
-class CorruptArchiveError(RuntimeError):
+class CorruptArchiveError(DwstftError, RuntimeError):
     """An archive fails its MD5 check, cannot be read, or holds unsafe or unexpected members."""
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(DwstftError, pickle.UnpicklingError):
     """A pickle asks for a global (a callable or class) outside :data:`ALLOWED_GLOBALS`."""
 
 

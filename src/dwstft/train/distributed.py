@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from dwstft.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -35,18 +37,16 @@ class DistContext:
         return self.world_size > 1
 
 
-def default_device() -> str:
-    """``"cuda"`` if a GPU is available, else ``"cpu"``."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def setup(device: str | None = None) -> DistContext:
     """Join the torchrun process group if the environment says so; pick the device.
 
     ``device`` (e.g. "cpu", "cuda", "cuda:1"; default: :func:`default_device`) chooses the
     device type; under torchrun a CUDA rank uses ``cuda:LOCAL_RANK``.
+
+    Raises:
+        DeviceUnavailableError: ``device`` names no device this machine has.
     """
-    requested = torch.device(device or default_device())
+    requested = resolve_device(device)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistContext(0, 1, 0, requested)

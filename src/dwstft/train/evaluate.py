@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dwstft.data import DeviceLoader, load_dataset
-from dwstft.train.distributed import DistContext, default_device
+from dwstft.device import resolve_device
+from dwstft.train.distributed import DistContext
 from dwstft.train.metrics import Meter
 
 SINGLE_PROCESS = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -99,7 +100,7 @@ def evaluate_checkpoint(
     state, info = load_weights(checkpoint)
     model_name = _pick("model", model_name, info.get("model"))
     dataset = _pick("dataset", dataset, info.get("dataset"))
-    dev = torch.device(device or default_device())
+    dev = resolve_device(device)
     splits = load_dataset(dataset, data_dir)
     model = create_model(
         model_name, num_classes=splits.num_classes, in_chans=splits.train_images.shape[1]
