@@ -596,7 +596,19 @@ def _run_export(args: argparse.Namespace) -> int:
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="train every Table 2 row; ours beside the paper's")
     what = p.add_subparsers(dest="reproduce_target", required=True, metavar="TARGET")
-    t2 = what.add_parser("table2", parents=_COMMON, help="Table 2: STFTNet presets and baselines")
+    t2 = what.add_parser(
+        "table2",
+        parents=_COMMON,
+        help="Table 2: STFTNet presets and baselines",
+        description=(
+            "Train every Table 2 row (one run folder each; an interrupted sweep resumes) and "
+            "write OUTPUT/reproduction.md: per row the paper's accuracy beside ours, "
+            "parameters, MACs, the recipe and epochs each run used, and whether the row is "
+            "like for like. With --recipe auto each row trains with the recipe its paper "
+            "number came from: baselines with `baseline` (weiaicunzai/pytorch-cifar100's), "
+            "STFTNet and ReLPU rows with `paper`."
+        ),
+    )
     t2.add_argument("--data-dir", help="folder holding the CIFAR archives or extracted folders")
     t2.add_argument(
         "--dataset",
@@ -605,9 +617,20 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         choices=["cifar10", "cifar100", "digits"],
         help="digits: an offline smoke test of the whole harness",
     )
-    t2.add_argument("--models", nargs="+", help="default: every Table 2 row")
-    t2.add_argument("--recipe", choices=["paper", "fast"], default="paper")
-    t2.add_argument("--epochs", type=_positive_int, help="default: the recipe's")
+    t2.add_argument(
+        "--models",
+        nargs="+",
+        metavar="NAME",
+        help="names or shell patterns (default: every Table 2 row; e.g. add "
+        "'stftnet_paramfit_*' for the parameter-matched STFTNet reading)",
+    )
+    t2.add_argument(
+        "--recipe",
+        choices=["auto", "paper", "fast", "baseline"],
+        default="auto",
+        help="auto (default): each row's source recipe; any other: that recipe for every row",
+    )
+    t2.add_argument("--epochs", type=_positive_int, help="default: each row's recipe's")
     t2.add_argument("--device", help="default: cuda if available, else cpu")
     t2.add_argument("--seed", type=int, default=0)
     t2.add_argument("--output", default="runs/table2", help="one run folder per row")
@@ -615,12 +638,21 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_reproduce(args: argparse.Namespace) -> int:
+    from dwstft.models import list_models
     from dwstft.reproduce import TABLE2_MODELS, run_table2
 
+    models: list[str] = []
+    for entry in args.models or TABLE2_MODELS:
+        matches = list_models(entry) if any(ch in entry for ch in "*?[") else [entry]
+        if not matches:
+            raise ValueError(
+                f"--models {entry!r} matches no registered model; run `dwstft models` for the list"
+            )
+        models += [name for name in matches if name not in models]
     report = run_table2(
         args.output,
         datasets=tuple(args.dataset),
-        models=tuple(args.models or TABLE2_MODELS),
+        models=tuple(models),
         recipe=args.recipe,
         epochs=args.epochs,
         data_dir=args.data_dir,
