@@ -148,6 +148,13 @@ def test_baseline_recipe_is_the_repositorys():
     assert c.norm_std == (0.2673342858792401, 0.2564384629170883, 0.27615047132568404)
     # its constants are CIFAR-100's; elsewhere the split's own statistics are used
     assert make_config("baseline", **{**CIFAR100, "dataset": "cifar10"}).norm_mean is None
+    # on 8×8 digits the crop pads 1 pixel, an eighth of the side as 4 of 32
+    digits = make_config("baseline", **{**CIFAR100, "dataset": "digits"})
+    assert (digits.crop_padding, digits.norm_mean) == (1, None)
+    assert (
+        make_config("baseline", crop_padding=3, **{**CIFAR100, "dataset": "digits"}).crop_padding
+        == 3
+    )
 
 
 def test_baseline_lr_per_epoch_by_hand():

@@ -291,7 +291,9 @@ RECIPES: dict[str, Recipe] = {
         },
         source_milestones=(60, 120, 160),
         dataset_defaults={
-            "cifar100": {"norm_mean": CIFAR100_REPO_MEAN, "norm_std": CIFAR100_REPO_STD}
+            "cifar100": {"norm_mean": CIFAR100_REPO_MEAN, "norm_std": CIFAR100_REPO_STD},
+            # 8×8 digits: the same eighth of the side as 4 pixels of a 32×32 image
+            "digits": {"crop_padding": 1},
         },
     ),
 }
