@@ -63,13 +63,20 @@ def check_impl(impl: object) -> str:
 
 
 def check_input(x: torch.Tensor, in_channels: int | None = None) -> None:
-    """Raise ValueError unless ``x`` is a 4-D (N, C, H, W) tensor with C == in_channels.
+    """Raise ValueError unless ``x`` is a 4-D (N, C, H, W) real floating-point tensor with
+    C == in_channels. Every execution path checks this the same way: integer, boolean and
+    complex inputs are refused rather than silently cast or truncated.
 
     Skipped while ``torch.jit.trace`` records (shapes are then symbolic)."""
     if torch.jit.is_tracing():
         return
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"input must be a torch.Tensor (N, C, H, W), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(
+            f"input must be a real floating-point tensor (float16/bfloat16/float32/float64), "
+            f"got dtype {x.dtype}; convert it first, e.g. x.float()"
+        )
     if x.dim() != 4:
         raise ValueError(
             f"input must be 4-D (N, C, H, W), got {x.dim()}-D with shape {tuple(x.shape)}"
