@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from dwstft._allocator import configure_allocator
+from dwstft._atomic import atomic_write_text, prepare_output_file
 from dwstft.errors import DwstftError
 
 #: Exit status of every expected, user-caused failure (argparse's own convention).
@@ -140,6 +141,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_bench_models(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     import torch
 
     from dwstft.bench.models import (
@@ -159,14 +161,14 @@ def _run_bench_models(args: argparse.Namespace) -> int:
     table = format_models_table(results, device, args.channels_last)
     print(table)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(table + "\n")
+        atomic_write_text(args.output, table + "\n")
     if args.json:
         write_json(results, args.json, device, "dwstft " + " ".join(sys.argv[1:]))
     return 0
 
 
 def _run_bench_layer(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     import torch
 
     from dwstft.bench.layer import SHAPES, format_layer_table, run_layer_benchmark
@@ -185,12 +187,12 @@ def _run_bench_layer(args: argparse.Namespace) -> int:
     )
     print(table)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(table + "\n")
+        atomic_write_text(args.output, table + "\n")
     return 0
 
 
 def _run_bench_pipeline(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     import torch
 
     from dwstft.bench.pipeline import (
@@ -216,9 +218,16 @@ def _run_bench_pipeline(args: argparse.Namespace) -> int:
     table = format_pipeline_table(results, args.model, args.batch_size, args.images, args.device)
     print(table)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(table + "\n")
+        atomic_write_text(args.output, table + "\n")
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Fail before a long benchmark, not after it, when --output/--json cannot be written."""
+    for option in ("output", "json"):
+        path = getattr(args, option, None)
+        if path:
+            prepare_output_file(path, f"--{option}")
 
 
 def _int_at_least(low: int) -> Callable[[str], int]:
@@ -454,6 +463,7 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
 def _run_viz(args: argparse.Namespace) -> int:
     from dwstft import viz
 
+    viz.check_png_output(args.output)
     if args.viz_target == "basis":
         viz.save_figure(viz.basis_figure(args.kernel_size), args.output)
     elif args.viz_target == "features":

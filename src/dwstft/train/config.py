@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dwstft.errors import CheckpointError
+
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "linear")
 AMP_DTYPES = ("float16", "bfloat16")
@@ -118,6 +120,11 @@ class TrainConfig:
         _check_int("seed", self.seed, low=0)
         for name in ("lr", "momentum", "opt_eps", "weight_decay", "min_lr", "warmup_lr"):
             _check_float(name, getattr(self, name), low=0.0)
+        if isinstance(self.warmup_epochs, (int, float)) and self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs}); lower "
+                "--warmup-epochs or raise --epochs"
+            )
         _check_float("warmup_epochs", self.warmup_epochs, low=0.0, high=self.epochs)
         _check_float("label_smoothing", self.label_smoothing, low=0.0, high=1.0)
         _check_float("max_shift", self.max_shift, low=0.0, high=0.5)
@@ -136,7 +143,9 @@ class Recipe:
 
     With ``batch_growth`` g and ``growth_fraction`` p, unless set explicitly,
     ``final_batch_size = g * batch_size`` and ``final_epochs = round(p * epochs)`` (halves
-    rounded up), so ``--epochs 15`` keeps the paper's 3:1 split as 11 + 4.
+    rounded up), so ``--epochs 15`` keeps the paper's 3:1 split as 11 + 4. The recipe's
+    ``warmup_epochs``, unless set explicitly, is capped at a quarter of the epochs, so
+    ``--recipe fast --epochs 1`` warms up for 0.25 epochs instead of failing.
     """
 
     name: str
@@ -204,6 +213,9 @@ def make_config(recipe: str = "paper", **overrides: Any) -> TrainConfig:
     batch = values.get("batch_size", TrainConfig.batch_size)
     values.setdefault("final_batch_size", spec.batch_growth * batch)
     values.setdefault("final_epochs", math.floor(spec.growth_fraction * epochs + 0.5))
+    if "warmup_epochs" not in given:
+        # A recipe's warm-up is for its own length; a short run warms up for a quarter of it.
+        values["warmup_epochs"] = min(values.get("warmup_epochs", 0.0), epochs / 4)
     config = TrainConfig(**values)
     config.validate()
     return config
@@ -219,11 +231,28 @@ def resolve_config(
         return make_config(recipe or "paper", **given)
     from dwstft.train.checkpoint import load_checkpoint
 
-    saved = TrainConfig.from_dict(load_checkpoint(resume)["config"])
+    saved = saved_config(resume, load_checkpoint(resume)["config"])
     given = {**given, "recipe": recipe, "resume": str(resume)}
     if given.get("output") is None:
         given["output"] = str(Path(resume).parent)
     return merge_resumed(saved, given)
+
+
+def saved_config(path: str | Path, values: dict[str, Any]) -> TrainConfig:
+    """The validated :class:`TrainConfig` a checkpoint at ``path`` records.
+
+    Raises:
+        CheckpointError: the recorded config is not a valid one (named with the file).
+    """
+    try:
+        config = TrainConfig.from_dict(values)
+        config.validate()
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} records an invalid config ({err}); it was not written "
+            "by this version of dwstft or is damaged"
+        ) from None
+    return config
 
 
 def merge_resumed(saved: TrainConfig, given: dict[str, Any]) -> TrainConfig:

@@ -31,6 +31,7 @@ import json
 import math
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from tqdm import tqdm
 
 from dwstft.data import BatchAugment, DatasetSplits, DeviceLoader, load_dataset
 from dwstft.data.loader import derive_seed
+from dwstft.errors import CheckpointError, DwstftError
 from dwstft.models import create_model
 from dwstft.train.checkpoint import (
     atomic_write_text,
@@ -48,11 +50,12 @@ from dwstft.train.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from dwstft.train.config import TrainConfig, merge_resumed
+from dwstft.train.config import TrainConfig, merge_resumed, saved_config
 from dwstft.train.distributed import DistContext, any_rank, setup, teardown
 from dwstft.train.evaluate import amp_dtype_for, autocast, evaluate
 from dwstft.train.metrics import Meter, Record, TensorBoardLogger, write_history
 from dwstft.train.optim import build_optimizer, lr_at, set_lr
+from dwstft.train.run_folder import claim_run_folder
 from dwstft.viz import plot_curves
 
 #: Steps between host synchronisations (progress bar refresh, non-finite loss check).
@@ -63,9 +66,10 @@ CURVES_EVERY_S = 30.0
 _DROPOUT_STREAM = 2
 
 
-class RunSetupError(ValueError):
-    """The run cannot start as configured: the output folder holds another run, or the
-    batch sizes do not fit the data or the number of processes."""
+class RunSetupError(DwstftError, ValueError):
+    """The run cannot start as configured: the batch sizes do not fit the data or the
+    number of processes. (A run folder that cannot be used raises
+    :class:`~dwstft.errors.RunFolderError`.)"""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -149,16 +153,20 @@ def train(config: TrainConfig) -> TrainResult:
 
     Raises:
         ValueError: invalid config.
-        RunSetupError: ``config.output`` already holds another run, or a batch size does
-            not fit the data or the number of processes.
+        RunFolderError: ``config.output`` cannot be used: not a writable folder, in use by
+            another process, or holding another run (see :mod:`.run_folder`).
+        CheckpointError: ``config.resume`` cannot be read or does not fit the run.
+        RunSetupError: a batch size does not fit the data or the number of processes.
         NonFiniteLossError: the loss became NaN/inf (``last.pt`` keeps the last good epoch).
         TrainingInterrupted: Ctrl-C; ``last.pt`` holds the last completed epoch.
     """
     config.validate()
     ctx = setup(config.device)
     try:
-        run = _build_run(config, ctx)
-        return _fit(run)
+        owner = claim_run_folder(config.output, config.resume) if ctx.is_main else nullcontext()
+        with owner:
+            run = _build_run(config, ctx)
+            return _fit(run)
     finally:
         teardown(ctx)
 
@@ -172,10 +180,8 @@ def _build_run(config: TrainConfig, ctx: DistContext) -> _Run:
             )
     saved = load_checkpoint(config.resume) if config.resume else None
     if saved is not None:
-        merge_resumed(TrainConfig.from_dict(saved["config"]), config.to_dict())
+        merge_resumed(saved_config(config.resume, saved["config"]), config.to_dict())
     run_dir = Path(config.output)
-    if ctx.is_main:
-        _prepare_run_dir(run_dir, resuming=saved is not None)
     splits = load_dataset(config.dataset, config.data_dir)
     torch.manual_seed(config.seed)
     model = create_model(
@@ -207,18 +213,8 @@ def _build_run(config: TrainConfig, ctx: DistContext) -> _Run:
         test_loader=test_loader,
     )
     if saved is not None:
-        _restore(run, saved)
+        _restore(run, saved, config.resume)
     return run
-
-
-def _prepare_run_dir(run_dir: Path, resuming: bool) -> None:
-    """Create ``run_dir``; refuse to start a new run over an existing one."""
-    if not resuming and any((run_dir / f).exists() for f in ("last.pt", "metrics.jsonl")):
-        raise RunSetupError(
-            f"output {str(run_dir)!r} already holds a run; pass --resume "
-            f"{run_dir / 'last.pt'} to continue it, or choose another --output"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _wrap(model: nn.Module, config: TrainConfig, ctx: DistContext) -> nn.Module:
@@ -263,12 +259,25 @@ def _loaders(
     return train_loader, test_loader
 
 
-def _restore(run: _Run, saved: dict[str, Any]) -> None:
-    """Load ``last.pt``'s state into ``run``."""
-    run.model.load_state_dict(saved["model"])
-    run.optimizer.load_state_dict(saved["optimizer"])
-    if run.scaler is not None and saved["scaler"]:
-        run.scaler.load_state_dict(saved["scaler"])
+def _restore(run: _Run, saved: dict[str, Any], path: str) -> None:
+    """Load ``last.pt``'s state (read from ``path``) into ``run``.
+
+    Raises:
+        CheckpointError: the saved weights or optimizer state do not fit the run's model.
+    """
+    try:
+        run.model.load_state_dict(saved["model"])
+        run.optimizer.load_state_dict(saved["optimizer"])
+        if run.scaler is not None and saved["scaler"]:
+            run.scaler.load_state_dict(saved["scaler"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()
+        raise CheckpointError(
+            f"checkpoint {path!r} does not fit model {run.config.model!r} "
+            f"({first[0] if first else type(err).__name__}"
+            f"{'; ' + first[1].strip() if len(first) > 1 else ''}); it was saved from another "
+            "model or is damaged"
+        ) from None
     run.epoch = run.saved_epoch = int(saved["epoch"])
     run.best = dict(saved["best"])
     run.history = [dict(r) for r in saved["history"]]
