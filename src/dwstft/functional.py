@@ -27,6 +27,7 @@ the benchmark behind ``"auto"``):
 from __future__ import annotations
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
@@ -62,13 +63,20 @@ def check_impl(impl: object) -> str:
     return impl
 
 
+def is_symbolic(x: object) -> bool:
+    """Whether ``x`` is being recorded by ``torch.jit.trace`` or ``torch.fx.symbolic_trace``,
+    so that its shape, dtype and ``requires_grad`` are not concrete values to branch on."""
+    return torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy)
+
+
 def check_input(x: torch.Tensor, in_channels: int | None = None) -> None:
     """Raise ValueError unless ``x`` is a 4-D (N, C, H, W) real floating-point tensor with
     C == in_channels. Every execution path checks this the same way: integer, boolean and
     complex inputs are refused rather than silently cast or truncated.
 
-    Skipped while ``torch.jit.trace`` records (shapes are then symbolic)."""
-    if torch.jit.is_tracing():
+    Skipped while ``torch.jit.trace`` or ``torch.fx.symbolic_trace`` records (shapes are
+    then symbolic)."""
+    if is_symbolic(x):
         return
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"input must be a torch.Tensor (N, C, H, W), got {type(x).__name__}")
@@ -89,7 +97,7 @@ def check_input(x: torch.Tensor, in_channels: int | None = None) -> None:
 
 
 def _check_weight(weight: torch.Tensor, in_channels: int) -> None:
-    if torch.jit.is_tracing():
+    if is_symbolic(weight):
         return
     expected = MAPS_PER_CHANNEL * in_channels
     if weight.dim() != 4 or weight.shape[1] != expected or weight.shape[2:] != (1, 1):
@@ -152,7 +160,7 @@ def fold_weight(weight: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     Returns:
         (F, C, n, n) with ``K[f, c] = sum_k weight[f, c*8 + k] * basis[k]``.
     """
-    if not torch.jit.is_tracing() and weight.shape[1] % MAPS_PER_CHANNEL:
+    if not is_symbolic(weight) and weight.shape[1] % MAPS_PER_CHANNEL:
         raise ValueError(
             f"weight has {weight.shape[1]} input channels, "
             f"expected a multiple of {MAPS_PER_CHANNEL}"
@@ -275,7 +283,10 @@ def stft_separable(
     check_input(x)
     _check_weight(weight, x.shape[1])
     basis = _basis_for(x, n, basis)
-    if impl == "auto":
+    if impl == "auto" and isinstance(x, torch.fx.Proxy):
+        # symbolic_trace records one graph for every later call: plain operators only.
+        impl = choose_impl(n, needs_grad=False, compiling=False)
+    elif impl == "auto":
         needs_grad = torch.is_grad_enabled() and (
             x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
         )

@@ -45,10 +45,9 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     Output channel ``j * groups + g`` is input channel ``g * (C // groups) + j``, so every
     group of the next grouped conv sees channels from every group of the previous one.
     """
-    n, c, h, w = x.shape
-    if c % groups != 0:
-        raise ValueError(f"channels must be divisible by groups={groups}, got {c} channels")
-    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+    # No Python branch on the shape, so torch.fx.symbolic_trace can record it; a channel
+    # count not divisible by ``groups`` fails in ``unflatten``.
+    return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
 
 
 class ShuffleUnit(nn.Module):

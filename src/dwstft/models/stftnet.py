@@ -16,7 +16,7 @@ blocks carry the skip, and where the skip joins.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -192,6 +192,16 @@ def stftnet(
     return STFTNet(spec, num_classes=num_classes, in_chans=in_chans)
 
 
+def spec_options(*fixed: str) -> dict[str, object]:
+    """The ``STFTNetSpec`` fields a preset can override, with their defaults (all but
+    bottleneck, features and ``fixed``)."""
+    return {
+        f.name: f.default
+        for f in fields(STFTNetSpec)
+        if f.name not in ("bottleneck", "features", *fixed)
+    }
+
+
 def _register_preset(b: int, f: int) -> None:
     params_m, c10, c100 = TABLE2[(b, f)]
 
@@ -199,6 +209,7 @@ def _register_preset(b: int, f: int) -> None:
         return stftnet(b, f, num_classes, in_chans, **kwargs)
 
     factory.__doc__ = f"Table 2 row 'Ours (b={b}, f={f})'."
+    factory.model_options = spec_options()
     register_model(
         factory,
         name=f"stftnet_b{b}_f{f}",
