@@ -212,3 +212,14 @@ def test_scripted_layers_keep_working_with_the_recorded_kernel_size():
     x = torch.randn(1, 3, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.script(layer)(x), layer(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "cls", [DepthwiseSTFT, DepthwiseSTFTSeparable, MultiScaleSTFTSeparable, ReLPU]
+)
+def test_help_shows_the_layer_arguments_not_torch_boilerplate(cls):
+    import pydoc
+
+    text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
+    assert "Initialize internal Module state" not in text
+    assert "keyword-only" in text and "Shapes:" in text

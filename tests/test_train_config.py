@@ -130,3 +130,15 @@ def test_the_fast_recipe_warm_up_is_capped_at_a_quarter_of_a_short_run(epochs, w
         "fast", model="stftnet_b8_f128", dataset="digits", output="o", epochs=epochs
     )
     assert config.warmup_epochs == warmup
+
+
+def test_train_help_marks_required_options_and_shows_each_recipes_defaults(capsys):
+    from dwstft.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.count("(required for a new run") == 3
+    for name, recipe in RECIPES.items():
+        assert f"{name} {recipe.defaults['lr']}" in text

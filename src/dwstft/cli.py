@@ -295,61 +295,115 @@ _TRAIN_FIELDS = (
 )
 
 
+def _default_note(dest: str) -> str:
+    """``[default: ...]`` for a ``dwstft train`` option: the recipes' values where they
+    set it (one per recipe when they differ), else the TrainConfig default."""
+    import dataclasses
+
+    from dwstft.train.config import RECIPES, TrainConfig
+
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    if dest not in fields:
+        return ""
+    values = {name: recipe.defaults.get(dest, fields[dest]) for name, recipe in RECIPES.items()}
+    if len(set(map(repr, values.values()))) > 1:
+        return "[default: " + ", ".join(f"{n} {v}" for n, v in values.items()) + "]"
+    value = next(iter(values.values()))
+    return "" if value is None or value is dataclasses.MISSING else f"[default: {value}]"
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from dwstft.data import DATASET_NAMES
+    from dwstft.train.config import RECIPES
+
     p = sub.add_parser(
         "train",
         parents=_COMMON,
         help="train a registered model on CIFAR-10/100 or digits",
         description=(
-            "Train with the paper's recipe (Adam, lr 0.01, batch 64 then 128 for the last "
-            "quarter of the epochs) or the fast one (AdamW, warm-up + cosine, label "
-            "smoothing). Every option below overrides the recipe's value. Writes config.json, "
-            "metrics.jsonl, summary.csv, curves.png, best.safetensors and last.pt to --output. "
-            "Under torchrun the same command trains with DDP."
+            "Train with a recipe: paper (Adam, lr 0.01, batch 64 then 128 for the last "
+            "quarter of the epochs), fast (AdamW, warm-up + cosine, label smoothing) or any "
+            "other listed under --recipe. Every option below overrides the recipe's value; "
+            "defaults are shown per recipe. A new run needs --model, --dataset and --output; "
+            "--resume needs only the checkpoint. Writes config.json, metrics.jsonl, "
+            "summary.csv, curves.png, best.safetensors and last.pt to --output. Under "
+            "torchrun the same command trains with DDP."
         ),
     )
+
+    def option(group: argparse._ArgumentGroup, *flags: str, **kwargs: object) -> None:
+        dest = next(f for f in flags if f.startswith("--"))[2:].replace("-", "_")
+        text = str(kwargs.pop("help", ""))
+        if "[default:" not in text:
+            text = " ".join(t for t in (text, _default_note(dest)) if t)
+        group.add_argument(*flags, help=text or None, **kwargs)
+
     run = p.add_argument_group("run")
-    run.add_argument("--model", help="registered model name (see `dwstft models`)")
-    run.add_argument("--dataset", help="cifar10, cifar100 or digits")
-    run.add_argument("--data-dir", help="where CIFAR is found or downloaded to")
-    run.add_argument("--output", help="run folder (default with --resume: the checkpoint's)")
-    run.add_argument("--resume", metavar="LAST_PT", help="continue the run saved in last.pt")
-    run.add_argument("--recipe", choices=("paper", "fast"), help="default: paper")
-    run.add_argument("--seed", type=_nonneg_int)
-    run.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    run.add_argument("--amp", action="store_true", default=None, help="autocast (bf16 on CPU)")
-    run.add_argument("--amp-dtype", choices=("float16", "bfloat16"), help="default: fp16 on CUDA")
-    run.add_argument("--channels-last", action="store_true", default=None)
-    run.add_argument("--compile", action="store_true", default=None, help="torch.compile")
+    option(
+        run, "--model", help="registered model name, see `dwstft models` (required for a new run)"
+    )
+    option(run, "--dataset", help=f"{', '.join(DATASET_NAMES)} (required for a new run)")
+    option(
+        run,
+        "--data-dir",
+        help="where CIFAR is found or downloaded to [default: ~/.cache/dwstft/data]",
+    )
+    option(
+        run, "--output", help="run folder (required for a new run; with --resume: the checkpoint's)"
+    )
+    option(run, "--resume", metavar="LAST_PT", help="continue the run saved in last.pt")
+    option(run, "--recipe", choices=tuple(RECIPES), help="[default: paper]")
+    option(run, "--seed", type=_nonneg_int)
+    option(run, "--device", help="cpu, cuda, cuda:1, ... [default: cuda if available, else cpu]")
+    option(run, "--amp", action="store_true", default=None, help="autocast (bf16 on CPU)")
+    option(
+        run,
+        "--amp-dtype",
+        choices=("float16", "bfloat16"),
+        help="[default: fp16 on CUDA, bf16 on CPU]",
+    )
+    option(run, "--channels-last", action="store_true", default=None)
+    option(run, "--compile", action="store_true", default=None, help="torch.compile")
     sched = p.add_argument_group("schedule")
-    sched.add_argument("--epochs", type=_positive_int)
-    sched.add_argument("-b", "--batch-size", type=_positive_int, help="global batch size")
-    sched.add_argument(
-        "--final-batch-size", type=_positive_int, help="batch size of the last --final-epochs"
+    option(sched, "--epochs", type=_positive_int)
+    option(sched, "-b", "--batch-size", type=_positive_int, help="global batch size")
+    option(
+        sched,
+        "--final-batch-size",
+        type=_positive_int,
+        help="batch size of the last --final-epochs [default: the recipe's growth, paper: 2x]",
     )
-    sched.add_argument(
-        "--final-epochs", type=_nonneg_int, help="epochs at --final-batch-size (paper: 1/4)"
+    option(
+        sched,
+        "--final-epochs",
+        type=_nonneg_int,
+        help="epochs at --final-batch-size [default: paper: a quarter of --epochs, others: 0]",
     )
-    sched.add_argument("-vb", "--validation-batch-size", type=_positive_int)
-    sched.add_argument(
-        "--drop-last", action=argparse.BooleanOptionalAction, help="drop incomplete batches"
+    option(sched, "-vb", "--validation-batch-size", type=_positive_int)
+    option(
+        sched, "--drop-last", action=argparse.BooleanOptionalAction, help="drop incomplete batches"
     )
-    sched.add_argument("--sched", help="constant, cosine or linear (after warm-up)")
-    sched.add_argument("--warmup-epochs", type=_nonneg_float)
-    sched.add_argument("--warmup-lr", type=_nonneg_float)
-    sched.add_argument("--min-lr", type=_nonneg_float)
+    option(sched, "--sched", help="constant, cosine or linear (after warm-up)")
+    option(
+        sched,
+        "--warmup-epochs",
+        type=_nonneg_float,
+        help="(capped at a quarter of --epochs unless given)",
+    )
+    option(sched, "--warmup-lr", type=_nonneg_float)
+    option(sched, "--min-lr", type=_nonneg_float)
     opt = p.add_argument_group("optimiser")
-    opt.add_argument("--opt", help="sgd (Nesterov), momentum, adam or adamw")
-    opt.add_argument("--lr", type=_nonneg_float)
-    opt.add_argument("--momentum", type=_nonneg_float)
-    opt.add_argument("--opt-eps", type=_nonneg_float)
-    opt.add_argument("--opt-betas", type=_nonneg_float, nargs=2, metavar=("BETA1", "BETA2"))
-    opt.add_argument("--weight-decay", type=_nonneg_float)
-    opt.add_argument("--label-smoothing", "--smoothing", type=_nonneg_float)
-    opt.add_argument("--clip-grad", type=_nonneg_float, help="max gradient norm")
+    option(opt, "--opt", help="sgd (Nesterov), momentum, adam or adamw")
+    option(opt, "--lr", type=_nonneg_float)
+    option(opt, "--momentum", type=_nonneg_float)
+    option(opt, "--opt-eps", type=_nonneg_float)
+    option(opt, "--opt-betas", type=_nonneg_float, nargs=2, metavar=("BETA1", "BETA2"))
+    option(opt, "--weight-decay", type=_nonneg_float)
+    option(opt, "--label-smoothing", "--smoothing", type=_nonneg_float)
+    option(opt, "--clip-grad", type=_nonneg_float, help="max gradient norm")
     aug = p.add_argument_group("augmentation")
-    aug.add_argument("--max-shift", type=_nonneg_float, help="fraction of the image size")
-    aug.add_argument("--max-rotation", type=_nonneg_float, help="degrees")
+    option(aug, "--max-shift", type=_nonneg_float, help="fraction of the image size")
+    option(aug, "--max-rotation", type=_nonneg_float, help="degrees")
     p.set_defaults(handler=_run_train)
 
 
@@ -461,6 +515,9 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_viz(args: argparse.Namespace) -> int:
+    from dwstft.errors import require
+
+    require("matplotlib", "viz", "dwstft viz")
     from dwstft import viz
 
     viz.check_png_output(args.output)

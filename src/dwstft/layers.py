@@ -75,6 +75,7 @@ class DepthwiseSTFT(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         super().__init__()
         self.in_channels = check_positive("in_channels", in_channels)
         self.kernel_size = check_kernel_size(kernel_size)
@@ -183,6 +184,7 @@ class DepthwiseSTFTSeparable(nn.Module):
         dtype: torch.dtype | None = None,
         impl: str = "auto",
     ) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         super().__init__()
         check_positive("out_channels", out_channels)
         check_conv_defaults(dilation, groups, padding_mode)
@@ -302,6 +304,7 @@ class MultiScaleSTFTSeparable(nn.Module):
         dtype: torch.dtype | None = None,
         impl: str = "auto",
     ) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         super().__init__()
         check_positive("out_channels", out_channels)
         check_impl(impl)
@@ -402,6 +405,7 @@ class ReLPU(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         super().__init__()
         check_positive("out_channels", out_channels)
         self.stfts = _stft_banks(in_channels, kernel_sizes, device, dtype)

@@ -26,6 +26,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from dwstft._atomic import atomic_write, prepare_output_file, read_text_file
 from dwstft.basis import FREQUENCIES, MAPS_PER_CHANNEL, check_kernel_size, stft_basis
+from dwstft.errors import require
 from dwstft.functional import depthwise_stft
 
 #: Resolution of every PNG written here (dots per inch).
@@ -151,6 +152,7 @@ def load_image(spec: str, max_size: int = 128) -> tuple[np.ndarray, str]:
         index_text = spec.partition(":")[2]
         if not index_text.isdigit() or int(index_text) >= DIGITS_COUNT:
             raise ValueError(f"--image {spec!r}: expected digits:N with 0 <= N < {DIGITS_COUNT}")
+        require("sklearn", "data", "--image digits:N")
         from sklearn.datasets import load_digits
 
         digits = load_digits()

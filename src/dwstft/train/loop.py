@@ -56,7 +56,6 @@ from dwstft.train.evaluate import amp_dtype_for, autocast, evaluate
 from dwstft.train.metrics import Meter, Record, TensorBoardLogger, write_history
 from dwstft.train.optim import build_optimizer, lr_at, set_lr
 from dwstft.train.run_folder import claim_run_folder
-from dwstft.viz import plot_curves
 
 #: Steps between host synchronisations (progress bar refresh, non-finite loss check).
 SYNC_EVERY = 10
@@ -139,7 +138,7 @@ class _Run:
     saved_epoch: int = -1
     best: dict[str, Any] = field(default_factory=lambda: {"test_acc": -1.0, "epoch": 0})
     history: list[Record] = field(default_factory=list)
-    curves_drawn_at: float = -math.inf
+    curves_drawn_at: float | None = -math.inf  # None: matplotlib is missing
 
     @property
     def checkpoint_path(self) -> Path:
@@ -470,16 +469,29 @@ def _persist(run: _Run, new_best: bool = False) -> None:
     run.saved_epoch = run.epoch
     if run.history:
         write_history(run.run_dir, run.history)
-        if time.monotonic() - run.curves_drawn_at >= CURVES_EVERY_S:
+        drawn = run.curves_drawn_at
+        if drawn is not None and time.monotonic() - drawn >= CURVES_EVERY_S:
             _draw_curves(run)
 
 
 def _draw_curves(run: _Run, history: list[Record] | None = None) -> None:
-    """Render curves.png from ``history`` (default: the whole run so far)."""
+    """Render curves.png from ``history`` (default: the whole run so far); without
+    matplotlib (the ``viz`` extra) say once that it is skipped."""
     history = run.history if history is None else history
-    if history:
-        plot_curves({run.config.model: history}, run.run_dir / "curves.png", _title(run.config))
-        run.curves_drawn_at = time.monotonic()
+    if not history or run.curves_drawn_at is None:
+        return
+    try:
+        from dwstft.viz import plot_curves
+    except ImportError:
+        print(
+            "note: curves.png is not drawn: matplotlib is not installed "
+            "(pip install 'dwstft[viz]'); metrics.jsonl and summary.csv hold the numbers",
+            file=sys.stderr,
+        )
+        run.curves_drawn_at = None
+        return
+    plot_curves({run.config.model: history}, run.run_dir / "curves.png", _title(run.config))
+    run.curves_drawn_at = time.monotonic()
 
 
 def _title(config: TrainConfig) -> str:
