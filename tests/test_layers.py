@@ -44,16 +44,36 @@ def test_separable_attributes_and_state_dict():
     assert set(layer.state_dict()) == {"pointwise.weight", "pointwise.bias", "stft._extra_state"}
 
 
+def separable_reference(layer: DepthwiseSTFTSeparable, x: torch.Tensor) -> np.ndarray:
+    """Eq. 2 maps from the NumPy reference (zero padding ``pad``, then stride), then the 1×1."""
+    pad = layer.stft.padding_px
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    n, s = layer.kernel_size, layer.stride
+    maps = stft_reference(padded, n)[..., n // 2 : padded.shape[2] - n // 2 : s,
+                                         n // 2 : padded.shape[3] - n // 2 : s]  # fmt: skip
+    w = layer.pointwise.weight.detach()[:, :, 0, 0].numpy()
+    out = np.einsum("fk,nkhw->nfhw", w, maps)
+    if layer.pointwise.bias is not None:
+        out += layer.pointwise.bias.detach().numpy()[:, None, None]
+    return out
+
+
 @pytest.mark.parametrize("n", [3, 5, 7])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("bias", [True, False])
-def test_fold_is_equivalent(n, stride, bias):
-    layer = DepthwiseSTFTSeparable(3, 7, n, stride=stride, bias=bias, dtype=torch.float64)
+@pytest.mark.parametrize("padding", ["same", "valid", 1])
+def test_fold_and_eval_match_the_reference(n, stride, bias, padding):
+    torch.manual_seed(n + stride)
+    layer = DepthwiseSTFTSeparable(3, 7, n, stride, padding, bias=bias, dtype=torch.float64)
     conv = layer.fold()
     assert isinstance(conv, nn.Conv2d)
     assert conv.weight.shape == (7, 3, n, n) and (conv.bias is not None) == bias
     x = torch.randn(2, 3, 11, 10, dtype=torch.float64)
-    torch.testing.assert_close(conv(x), layer(x), rtol=0, atol=1e-12)
+    expected = separable_reference(layer, x)
+    with torch.no_grad():
+        np.testing.assert_allclose(conv(x).numpy(), expected, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(layer.eval()(x).numpy(), expected, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(layer.train()(x).numpy(), expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("impl", [i for i in IMPLS])
@@ -80,10 +100,13 @@ def test_channels_last_input(n, impl):
     layer = DepthwiseSTFTSeparable(4, 8, n, impl=impl)
     x = torch.randn(2, 4, 9, 9)
     xcl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
-    y = layer(xcl)
-    torch.testing.assert_close(y, layer(x), rtol=1e-5, atol=1e-5)
-    y.sum().backward()
-    assert xcl.grad is not None and torch.isfinite(xcl.grad).all()
+    xnchw = x.clone().requires_grad_()
+    y, y_ref = layer(xcl), layer(xnchw)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    probe = torch.randn_like(y_ref)
+    (y * probe).sum().backward()
+    (y_ref * probe).sum().backward()
+    torch.testing.assert_close(xcl.grad, xnchw.grad, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -94,12 +117,22 @@ def test_low_precision_dtypes(dtype, impl):
     layer = DepthwiseSTFTSeparable(4, 8, 5, dtype=dtype, impl=impl)
     layer.load_state_dict({k: v.to(dtype) for k, v in ref.state_dict().items()})
     x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
-    y = layer(x.to(dtype).requires_grad_())
+    x_low = x.to(dtype).requires_grad_()
+    y = layer(x_low)
     assert y.dtype == dtype
     tol = 1e-5 if dtype == torch.float32 else 5e-2
-    scale = ref(x).abs().max()
-    assert ((y.double() - ref(x)).abs().max() / scale) < tol
-    y.float().sum().backward()
+    x64 = x.clone().requires_grad_()
+    y_ref = ref(x64)
+    assert ((y.double() - y_ref).abs().max() / y_ref.abs().max()) < tol
+    probe = torch.randn_like(y_ref)
+    (y.double() * probe).sum().backward()
+    (y_ref * probe).sum().backward()
+    for low, high in (
+        (x_low.grad, x64.grad),
+        (layer.pointwise.weight.grad, ref.pointwise.weight.grad),
+    ):
+        assert low.dtype == dtype
+        assert ((low.double() - high).abs().max() / high.abs().max()) < 2 * tol
 
 
 @pytest.mark.parametrize("impl", ["folded", "recompute", "shift", "grouped"])
