@@ -133,7 +133,7 @@ def test_choose_impl_rules():
     assert choose_impl(3, needs_grad=True, compiling=False) == "folded"
     assert choose_impl(3, needs_grad=False, compiling=False) == "folded"
     assert choose_impl(5, needs_grad=True, compiling=False) == "recompute"
-    assert choose_impl(5, needs_grad=True, compiling=True) == "shift"
+    assert choose_impl(5, needs_grad=True, compiling=True) == "folded"
     assert choose_impl(7, needs_grad=False, compiling=False) == "grouped"
 
 

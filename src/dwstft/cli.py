@@ -125,6 +125,24 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     pipeline.add_argument("--output", help="also write the Markdown table to this file")
     pipeline.set_defaults(handler=_run_bench_pipeline)
+    compiled = what.add_parser(
+        "compile",
+        parents=_COMMON,
+        help="torch.compile of a training step: cold/warm compile seconds and speed-up",
+    )
+    compiled.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        default=["stftnet_b8_f128", "mobilenetv2"],
+        help="model names, or layer:C,F,n,impl for one layer "
+        "[default: stftnet_b8_f128 mobilenetv2]",
+    )
+    compiled.add_argument("--steps", type=_positive_int, default=10, help="timed steps (median)")
+    compiled.add_argument("--device", default="cpu")
+    compiled.add_argument("--mode", help="torch.compile mode, e.g. reduce-overhead (CUDA)")
+    compiled.add_argument("--output", help="also write the Markdown table to this file")
+    compiled.set_defaults(handler=_run_bench_compile)
     models = what.add_parser(
         "models", parents=_COMMON, help="every model: params, MACs, speed, memory"
     )
@@ -164,6 +182,28 @@ def _run_bench_models(args: argparse.Namespace) -> int:
         atomic_write_text(args.output, table + "\n")
     if args.json:
         write_json(results, args.json, device, "dwstft " + " ".join(sys.argv[1:]))
+    return 0
+
+
+def _run_bench_compile(args: argparse.Namespace) -> int:
+    _check_outputs(args)
+    import torch
+
+    from dwstft.bench.compile import format_compile_table, run_compile_benchmark
+    from dwstft.bench.measure import machine_description
+    from dwstft.device import resolve_device
+
+    device = resolve_device(args.device)
+    results = run_compile_benchmark(args.targets, args.steps, str(device), args.mode)
+    header = (
+        f"{machine_description(device)}; torch.compile(mode={args.mode or 'default'}); "
+        "each target in fresh processes; cold = empty Inductor cache, warm = the cache the "
+        f"cold run left; torch {torch.__version__}"
+    )
+    table = format_compile_table(results, header)
+    print(table)
+    if args.output:
+        atomic_write_text(args.output, table + "\n")
     return 0
 
 

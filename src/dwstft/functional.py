@@ -18,8 +18,9 @@ the benchmark behind ``"auto"``):
     The bank as separable shift-and-add passes (``dwstft.separable``) then the 1×1,
     inside ``torch.utils.checkpoint`` so only the input is saved. Slow in eager; under
     ``torch.compile`` Inductor fuses the passes and the partitioner recomputes them in
-    backward. (A custom autograd Function does not keep its memory saving under compile:
-    AOTAutograd traces its forward and backward together and saves the shared maps.)
+    backward, but it compiles slowly, so ``"auto"`` never picks it. (A custom autograd
+    Function does not keep its memory saving under compile: AOTAutograd traces its
+    forward and backward together and saves the shared maps.)
 
 ``"auto"`` picks per call with ``choose_impl``.
 """
@@ -236,20 +237,24 @@ def _shift_separable(
 
 
 def choose_impl(kernel_size: int, needs_grad: bool, compiling: bool) -> str:
-    """The path ``impl="auto"`` takes, from ``dwstft bench layer`` on a 2-core x86 CPU.
+    """The path ``impl="auto"`` takes, from ``dwstft bench layer`` and ``dwstft bench
+    compile`` on a 2-core x86 CPU.
 
     - n = 3: ``"folded"``. 9·C·F multiply-adds in one dense conv beat 8·C·F in a 1×1
       plus a separate bank pass, forward and backward, and only the input is saved.
-    - n >= 5, training: ``"recompute"`` in eager mode (saves only the input, as required
-      to stay below a depthwise-separable layer's memory), ``"shift"`` when traced by
-      ``torch.compile``, which fuses the shift-and-add bank into one loop.
+    - n >= 5, training, eager: ``"recompute"`` (saves only the input, as required to stay
+      below a depthwise-separable layer's memory).
+    - n >= 5, training, traced by ``torch.compile``: ``"folded"``. A custom autograd
+      Function loses its saving under compile, and of the paths that keep it, the folded
+      conv compiled 2.5x faster than the fused shift-and-add bank and ran 1.6x faster
+      (docs/architecture.md).
     - n >= 5, inference: ``"grouped"`` (no memory to save; 8·C·(F + n²) beats n²·C·F).
     """
     if kernel_size == 3:
         return "folded"
     if not needs_grad:
         return "grouped"
-    return "shift" if compiling else "recompute"
+    return "folded" if compiling else "recompute"
 
 
 def stft_separable(
