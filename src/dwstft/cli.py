@@ -331,6 +331,7 @@ _TRAIN_FIELDS = (
     "amp_dtype",
     "channels_last",
     "compile",
+    "compile_mode",
     "device",
 )
 
@@ -354,7 +355,7 @@ def _default_note(dest: str) -> str:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from dwstft.data import DATASET_NAMES
-    from dwstft.train.config import RECIPES
+    from dwstft.train.config import COMPILE_MODES, RECIPES
 
     p = sub.add_parser(
         "train",
@@ -403,7 +404,28 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="[default: fp16 on CUDA, bf16 on CPU]",
     )
     option(run, "--channels-last", action="store_true", default=None)
-    option(run, "--compile", action="store_true", default=None, help="torch.compile")
+    option(
+        run,
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the model (forward and backward); compiled graphs are cached "
+        "on disk, so later runs compile faster",
+    )
+    option(
+        run,
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        help="torch.compile mode (with --compile) [default: default]",
+    )
+    option(
+        run,
+        "--cuda-graphs",
+        action="store_true",
+        default=None,
+        help="the same as --compile --compile-mode reduce-overhead: forward and backward "
+        "replayed as CUDA graphs (CUDA only)",
+    )
     sched = p.add_argument_group("schedule")
     option(sched, "--epochs", type=_positive_int)
     option(sched, "-b", "--batch-size", type=_positive_int, help="global batch size")
@@ -451,6 +473,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from dwstft.train import NonFiniteLossError, TrainingInterrupted, resolve_config, train
 
     given = {name: getattr(args, name) for name in _TRAIN_FIELDS}
+    if args.cuda_graphs:
+        given["compile"], given["compile_mode"] = True, "reduce-overhead"
     config = resolve_config(args.recipe, args.resume, **given)
     try:
         train(config)

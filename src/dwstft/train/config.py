@@ -25,7 +25,9 @@ SCHEDULES = ("constant", "cosine", "linear")
 AMP_DTYPES = ("float16", "bfloat16")
 
 #: Fields that only say where or how fast the run executes; a resumed run may change them.
-RUNTIME_FIELDS = ("output", "data_dir", "device", "compile", "resume")
+RUNTIME_FIELDS = ("output", "data_dir", "device", "compile", "compile_mode", "resume")
+#: ``torch.compile`` modes; "reduce-overhead" replays CUDA graphs (CUDA only).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -72,6 +74,7 @@ class TrainConfig:
     amp_dtype: str | None = None
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str | None = None
     device: str | None = None
     resume: str | None = None
 
@@ -114,6 +117,13 @@ class TrainConfig:
         _check_choice("sched", self.sched, SCHEDULES)
         if self.amp_dtype is not None:
             _check_choice("amp_dtype", self.amp_dtype, AMP_DTYPES)
+        if self.compile_mode is not None:
+            _check_choice("compile_mode", self.compile_mode, COMPILE_MODES)
+            if not self.compile:
+                raise ValueError(
+                    f"compile_mode ({self.compile_mode!r}) applies with --compile only; add "
+                    "--compile or drop --compile-mode"
+                )
         for name in ("epochs", "batch_size", "final_batch_size", "validation_batch_size"):
             _check_int(name, getattr(self, name), low=1)
         _check_int("final_epochs", self.final_epochs, low=0, high=self.epochs)

@@ -57,6 +57,8 @@ from dwstft.train.metrics import Meter, Record, TensorBoardLogger, write_history
 from dwstft.train.optim import build_optimizer, lr_at, set_lr
 from dwstft.train.run_folder import claim_run_folder
 
+#: torch.compile modes that capture CUDA graphs.
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 #: Steps between host synchronisations (progress bar refresh, non-finite loss check).
 SYNC_EVERY = 10
 #: Minimum seconds between two renderings of curves.png during a run (one takes ~0.2 s
@@ -162,6 +164,11 @@ def train(config: TrainConfig) -> TrainResult:
     config.validate()
     ctx = setup(config.device)
     try:
+        if config.compile_mode in CUDA_GRAPH_MODES and ctx.device.type != "cuda":
+            raise RunSetupError(
+                f"--compile-mode {config.compile_mode} (--cuda-graphs) replays CUDA graphs and "
+                f"needs a CUDA device, but the run is on {ctx.device}; drop it on the CPU"
+            )
         owner = claim_run_folder(config.output, config.resume) if ctx.is_main else nullcontext()
         with owner:
             run = _build_run(config, ctx)
@@ -223,7 +230,7 @@ def _wrap(model: nn.Module, config: TrainConfig, ctx: DistContext) -> nn.Module:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if config.compile:
-        net = torch.compile(net)
+        net = torch.compile(net, mode=config.compile_mode)
     return net
 
 
