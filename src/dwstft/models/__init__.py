@@ -12,14 +12,11 @@ from dwstft.models.features import FeatureExtractor, FeatureInfo
 from dwstft.models.registry import (
     PaperReference,
     create_model,
-    document_models,
     list_models,
     model_options,
     paper_reference,
     register_model,
 )
-
-document_models()
 
 __all__ = [
     "FeatureExtractor",

@@ -57,6 +57,8 @@ def register_model(
         _MODELS[key] = factory
         if paper is not None:
             _PAPER[key] = paper
+        if "create_model" in globals():  # not while this module is still being defined
+            document_models()
         return factory
 
     return decorate(fn) if fn is not None else decorate
@@ -159,11 +161,14 @@ def create_model(
     return model
 
 
+_CREATE_MODEL_DOC = create_model.__doc__ or ""
+
+
 def document_models() -> None:
-    """Append the registered models and their options to ``create_model.__doc__`` (called
-    once every model module is imported, so that ``help(create_model)`` lists them)."""
+    """Rewrite ``create_model.__doc__`` to end with every registered model and its options,
+    so that ``help(create_model)`` lists them (run after each registration)."""
     lines = ["", "    Registered models (name: options with defaults):", ""]
     for name in list_models():
         options = ", ".join(f"{k}={v!r}" for k, v in model_options(name).items())
         lines.append(f"    - ``{name}``: {options or '(none)'}")
-    create_model.__doc__ = (create_model.__doc__ or "") + "\n".join(lines) + "\n"
+    create_model.__doc__ = _CREATE_MODEL_DOC + "\n".join(lines) + "\n"
