@@ -12,7 +12,7 @@ export MALLOC_MMAP_MAX_ = 0
 export MALLOC_TRIM_THRESHOLD_ = 100000000000
 export MALLOC_TOP_PAD_ = 1073741824
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench mutate clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,5 +41,12 @@ bench: $(STAMP)
 	$(BIN)/dwstft bench layer
 	$(BIN)/dwstft bench models
 
+# Mutation testing of the core modules (pyproject.toml [tool.mutmut]); hours on 2 cores, not
+# in CI. `mutmut results` lists the survivors; docs/testing.md holds the triage.
+mutate: $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt mutmut
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache mutants

@@ -72,7 +72,7 @@ def test_sweep_writes_the_report_and_skips_finished_runs(tmp_path, monkeypatch):
     assert "| repro_tiny_a | 0.00M | – | 0.2 | `paper` | 2/2 |" in text
     assert "| repro_tiny_b | 0.00M | – | 0.2 | `baseline` | 2/2 |" in text
     assert "no paper number" in text
-    assert "- `baseline`: opt momentum, lr 0.1 (×0.2 after epochs 0, 0, 1, 1 warm-up" in text
+    assert "- `baseline`: opt momentum, lr 0.1 (×0.2 after epochs 0, 0, 1, 0.5 warm-up" in text
     assert "- `paper`: opt adam, lr 0.01 (constant), batch 64, 128 for the last 1 epochs" in text
     assert [saved_recipe(tmp_path, n) for n in NAMES] == ["paper", "baseline"]
     for name in NAMES:

@@ -34,9 +34,10 @@ def tiny_model_registered():
 
 
 def test_baseline_run_follows_the_recipe(tmp_path):
-    config = make_config(
-        "baseline", model=TINY, dataset="digits", output=str(tmp_path), epochs=2, device="cpu"
-    )
+    given = {"model": TINY, "dataset": "digits", "output": str(tmp_path), "epochs": 2}
+    # a short run warms up for a quarter of its epochs unless told otherwise
+    assert make_config("baseline", **given).warmup_epochs == 0.5
+    config = make_config("baseline", **given, warmup_epochs=1.0, device="cpu")
     assert config.lr_milestones == (0, 0, 1)  # round(M·2/200) - 1 for M = 60, 120, 160
     result = train(config)
     # epoch 1 warms up (its last step at 0.1·11/12), epoch 2 runs at 0.1·0.2³

@@ -52,7 +52,7 @@ def test_interrupt_during_checkpoint_keeps_the_old_checkpoint(tmp_path, monkeypa
     state = {
         "epoch": 1,
         "model": {"w": torch.ones(3)},
-        "optimizer": {},
+        "optimizer": {"state": {}, "param_groups": []},
         "scaler": {},
         "best": {"test_acc": 0.5, "epoch": 1},
         "history": [{"epoch": 1, "test_acc": 0.5}],
@@ -104,7 +104,7 @@ def test_save_checkpoint_rejects_incomplete_state(tmp_path):
 
 def test_load_checkpoint_rejects_foreign_files(tmp_path):
     torch.save({"weights": torch.ones(1)}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a dwstft checkpoint"):
+    with pytest.raises(ValueError, match=r"not a dwstft last\.pt"):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")

@@ -67,7 +67,8 @@ def test_every_recipe_sets_only_real_fields():
         ({"sched": "step"}, "sched must be one of"),
         ({"label_smoothing": 1.5}, "label_smoothing must be a number in"),
         ({"final_epochs": 9, "epochs": 4}, "final_epochs must be an int in"),
-        ({"warmup_epochs": 5.0, "epochs": 4}, "warmup_epochs must be a number in"),
+        ({"warmup_epochs": 5.0, "epochs": 4}, r"warmup_epochs \(5\.0\) exceeds epochs \(4\)"),
+        ({"warmup_epochs": -1.0}, "warmup_epochs must be a number in"),
     ],
 )
 def test_invalid_values_name_the_argument(override, match):
@@ -121,6 +122,26 @@ def test_weight_decay_skips_biases_and_norms():
     sgd = build_optimizer(model, make_config("fast", opt="sgd", **BASE))
     assert sgd.param_groups[0]["nesterov"] and sgd.param_groups[0]["weight_decay"] == 0.05
     assert sgd.param_groups[1]["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize(("epochs", "warmup"), [(1, 0.25), (4, 1.0), (15, 2.0), (60, 2.0)])
+def test_the_fast_recipe_warm_up_is_capped_at_a_quarter_of_a_short_run(epochs, warmup):
+    config = make_config(
+        "fast", model="stftnet_b8_f128", dataset="digits", output="o", epochs=epochs
+    )
+    assert config.warmup_epochs == warmup
+
+
+def test_train_help_marks_required_options_and_shows_each_recipes_defaults(capsys):
+    from dwstft.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.count("(required for a new run") == 3
+    for name, recipe in RECIPES.items():
+        assert f"{name} {recipe.defaults['lr']}" in text
 
 
 # --- the baseline recipe: weiaicunzai/pytorch-cifar100, which produced Table 2's CIFAR-100

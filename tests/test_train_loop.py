@@ -268,3 +268,21 @@ def test_resume_rejects_a_changed_setting(finished_run, capsys):
     last = str(finished_run.run_dir / "last.pt")
     assert main(["train", "--resume", last, "--lr", "0.5"]) == 2
     assert "the checkpoint's run used 0.01" in capsys.readouterr().err
+
+
+def test_every_epoch_reshuffles_and_reaugments(tmp_path, monkeypatch):
+    # The loop must hand each epoch a new order and new augmentation; a loop that forgot
+    # set_epoch would replay epoch 1's batches.
+    seen: list[torch.Tensor] = []
+    original = TinyNet.forward
+
+    def forward(self, x):
+        if self.training:
+            seen.append(x[:4].detach().clone())
+        return original(self, x)
+
+    monkeypatch.setattr(TinyNet, "forward", forward)
+    train(tiny_config(tmp_path / "run", epochs=2, recipe="fast"))
+    steps = len(seen) // 2
+    first, second = seen[0], seen[steps]
+    assert first.shape == second.shape and not torch.equal(first, second)

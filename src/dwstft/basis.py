@@ -53,10 +53,12 @@ def check_kernel_size(kernel_size: object) -> int:
 
 @lru_cache(maxsize=16)
 def _basis_float64(kernel_size: int) -> torch.Tensor:
+    """The basis in float64 on the CPU, whatever ``torch.device(...)`` context is active (an
+    ambient meta device must not end up in the cache). Callers receive copies."""
     n = kernel_size
     r = n // 2
     a = 1.0 / n
-    offsets = torch.arange(n, dtype=torch.float64) - r
+    offsets = torch.arange(n, dtype=torch.float64, device="cpu") - r
     rows, cols = torch.meshgrid(offsets, offsets, indexing="ij")
     kernels = []
     for fr, fc in FREQUENCIES:
@@ -75,7 +77,9 @@ def stft_basis(
 
     Args:
         kernel_size: n, odd and >= 3.
-        dtype, device: of the returned tensor (computed in float64, then cast).
+        dtype, device: of the returned tensor (computed in float64, then cast); the
+            default device is the current default (``torch.get_default_device()``, which
+            follows an active ``with torch.device(...)`` context).
 
     Returns:
         Tensor (8, n, n). Index ``2k`` is Re K_{v_{k+1}}, ``2k + 1`` is Im K_{v_{k+1}},
@@ -83,7 +87,9 @@ def stft_basis(
         row offset ``i - r``, dim 2 the column offset ``j - r``.
     """
     n = check_kernel_size(kernel_size)
-    return _basis_float64(n).to(device=device, dtype=dtype)
+    if device is None:
+        device = torch.get_default_device()
+    return _basis_float64(n).to(device=device, dtype=dtype, copy=True)
 
 
 def separable_filters(kernel_size: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from dwstft._allocator import configure_allocator
+from dwstft._atomic import atomic_write_text, prepare_output_file
 from dwstft.errors import DwstftError
 
 #: Exit status of every expected, user-caused failure (argparse's own convention).
@@ -124,6 +125,24 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     pipeline.add_argument("--output", help="also write the Markdown table to this file")
     pipeline.set_defaults(handler=_run_bench_pipeline)
+    compiled = what.add_parser(
+        "compile",
+        parents=_COMMON,
+        help="torch.compile of a training step: cold/warm compile seconds and speed-up",
+    )
+    compiled.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        default=["stftnet_b8_f128", "mobilenetv2"],
+        help="model names, or layer:C,F,n,impl for one layer "
+        "[default: stftnet_b8_f128 mobilenetv2]",
+    )
+    compiled.add_argument("--steps", type=_positive_int, default=10, help="timed steps (median)")
+    compiled.add_argument("--device", default="cpu")
+    compiled.add_argument("--mode", help="torch.compile mode, e.g. reduce-overhead (CUDA)")
+    compiled.add_argument("--output", help="also write the Markdown table to this file")
+    compiled.set_defaults(handler=_run_bench_compile)
     models = what.add_parser(
         "models", parents=_COMMON, help="every model: params, MACs, speed, memory"
     )
@@ -140,6 +159,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_bench_models(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     import torch
 
     from dwstft.bench.models import (
@@ -159,14 +179,36 @@ def _run_bench_models(args: argparse.Namespace) -> int:
     table = format_models_table(results, device, args.channels_last)
     print(table)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(table + "\n")
+        atomic_write_text(args.output, table + "\n")
     if args.json:
         write_json(results, args.json, device, "dwstft " + " ".join(sys.argv[1:]))
     return 0
 
 
+def _run_bench_compile(args: argparse.Namespace) -> int:
+    _check_outputs(args)
+    import torch
+
+    from dwstft.bench.compile import format_compile_table, run_compile_benchmark
+    from dwstft.bench.measure import machine_description
+    from dwstft.device import resolve_device
+
+    device = resolve_device(args.device)
+    results = run_compile_benchmark(args.targets, args.steps, str(device), args.mode)
+    header = (
+        f"{machine_description(device)}; torch.compile(mode={args.mode or 'default'}); "
+        "each target in fresh processes; cold = empty Inductor cache, warm = the cache the "
+        f"cold run left; torch {torch.__version__}"
+    )
+    table = format_compile_table(results, header)
+    print(table)
+    if args.output:
+        atomic_write_text(args.output, table + "\n")
+    return 0
+
+
 def _run_bench_layer(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     import torch
 
     from dwstft.bench.layer import SHAPES, format_layer_table, run_layer_benchmark
@@ -185,12 +227,12 @@ def _run_bench_layer(args: argparse.Namespace) -> int:
     )
     print(table)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(table + "\n")
+        atomic_write_text(args.output, table + "\n")
     return 0
 
 
 def _run_bench_pipeline(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     import torch
 
     from dwstft.bench.pipeline import (
@@ -216,9 +258,16 @@ def _run_bench_pipeline(args: argparse.Namespace) -> int:
     table = format_pipeline_table(results, args.model, args.batch_size, args.images, args.device)
     print(table)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(table + "\n")
+        atomic_write_text(args.output, table + "\n")
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Fail before a long benchmark, not after it, when --output/--json cannot be written."""
+    for option in ("output", "json"):
+        path = getattr(args, option, None)
+        if path:
+            prepare_output_file(path, f"--{option}")
 
 
 def _int_at_least(low: int) -> Callable[[str], int]:
@@ -289,97 +338,189 @@ _TRAIN_FIELDS = (
     "amp_dtype",
     "channels_last",
     "compile",
+    "compile_mode",
     "device",
 )
 
 
+def _default_note(dest: str) -> str:
+    """``[default: ...]`` for a ``dwstft train`` option: the recipes' values where they
+    set it (one per recipe when they differ), else the TrainConfig default."""
+    import dataclasses
+
+    from dwstft.train.config import RECIPES, TrainConfig
+
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    if dest not in fields:
+        return ""
+    values = {name: recipe.defaults.get(dest, fields[dest]) for name, recipe in RECIPES.items()}
+    if len(set(map(repr, values.values()))) > 1:
+        return "[default: " + ", ".join(f"{n} {v}" for n, v in values.items()) + "]"
+    value = next(iter(values.values()))
+    return "" if value is None or value is dataclasses.MISSING else f"[default: {value}]"
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from dwstft.data import DATASET_NAMES
+    from dwstft.train.config import COMPILE_MODES, RECIPES
+
     p = sub.add_parser(
         "train",
         parents=_COMMON,
         help="train a registered model on CIFAR-10/100 or digits",
         description=(
-            "Train with the paper's recipe (Adam, lr 0.01, batch 64 then 128 for the last "
-            "quarter of the epochs), the fast one (AdamW, warm-up + cosine, label "
-            "smoothing) or the baseline one (weiaicunzai/pytorch-cifar100's, which produced "
-            "Table 2's CIFAR-100 baseline numbers: SGD momentum 0.9, lr 0.1 x0.2 at epochs "
-            "60/120/160 of 200, weight decay 5e-4, batch 128, crop + flip + rotation). Every "
-            "option below overrides the recipe's value. Writes config.json, "
-            "metrics.jsonl, summary.csv, curves.png, best.safetensors and last.pt to --output. "
-            "Under torchrun the same command trains with DDP."
+            "Train with a recipe: paper (Adam, lr 0.01, batch 64 then 128 for the last "
+            "quarter of the epochs), fast (AdamW, warm-up + cosine, label smoothing), "
+            "baseline (weiaicunzai/pytorch-cifar100's, which produced Table 2's CIFAR-100 "
+            "baseline numbers: SGD momentum 0.9, lr 0.1 x0.2 at epochs 60/120/160 of 200, "
+            "weight decay 5e-4, batch 128, crop + flip + rotation) or any other listed under "
+            "--recipe. Every option below overrides the recipe's value; "
+            "defaults are shown per recipe. A new run needs --model, --dataset and --output; "
+            "--resume needs only the checkpoint. Writes config.json, metrics.jsonl, "
+            "summary.csv, curves.png, best.safetensors and last.pt to --output. Under "
+            "torchrun the same command trains with DDP."
         ),
     )
+
+    def option(group: argparse._ArgumentGroup, *flags: str, **kwargs: object) -> None:
+        dest = next(f for f in flags if f.startswith("--"))[2:].replace("-", "_")
+        text = str(kwargs.pop("help", ""))
+        if "[default:" not in text:
+            text = " ".join(t for t in (text, _default_note(dest)) if t)
+        group.add_argument(*flags, help=text or None, **kwargs)
+
     run = p.add_argument_group("run")
-    run.add_argument("--model", help="registered model name (see `dwstft models`)")
-    run.add_argument("--dataset", help="cifar10, cifar100 or digits")
-    run.add_argument("--data-dir", help="where CIFAR is found or downloaded to")
-    run.add_argument("--output", help="run folder (default with --resume: the checkpoint's)")
-    run.add_argument("--resume", metavar="LAST_PT", help="continue the run saved in last.pt")
-    run.add_argument("--recipe", choices=("paper", "fast", "baseline"), help="default: paper")
-    run.add_argument("--seed", type=_nonneg_int)
-    run.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    run.add_argument("--amp", action="store_true", default=None, help="autocast (bf16 on CPU)")
-    run.add_argument("--amp-dtype", choices=("float16", "bfloat16"), help="default: fp16 on CUDA")
-    run.add_argument("--channels-last", action="store_true", default=None)
-    run.add_argument("--compile", action="store_true", default=None, help="torch.compile")
+    option(
+        run, "--model", help="registered model name, see `dwstft models` (required for a new run)"
+    )
+    option(run, "--dataset", help=f"{', '.join(DATASET_NAMES)} (required for a new run)")
+    option(
+        run,
+        "--data-dir",
+        help="where CIFAR is found or downloaded to [default: ~/.cache/dwstft/data]",
+    )
+    option(
+        run, "--output", help="run folder (required for a new run; with --resume: the checkpoint's)"
+    )
+    option(run, "--resume", metavar="LAST_PT", help="continue the run saved in last.pt")
+    option(run, "--recipe", choices=tuple(RECIPES), help="[default: paper]")
+    option(run, "--seed", type=_nonneg_int)
+    option(run, "--device", help="cpu, cuda, cuda:1, ... [default: cuda if available, else cpu]")
+    option(run, "--amp", action="store_true", default=None, help="autocast (bf16 on CPU)")
+    option(
+        run,
+        "--amp-dtype",
+        choices=("float16", "bfloat16"),
+        help="[default: fp16 on CUDA, bf16 on CPU]",
+    )
+    option(run, "--channels-last", action="store_true", default=None)
+    option(
+        run,
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the model (forward and backward); compiled graphs are cached "
+        "on disk, so later runs compile faster",
+    )
+    option(
+        run,
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        help="torch.compile mode (with --compile) [default: default]",
+    )
+    option(
+        run,
+        "--cuda-graphs",
+        action="store_true",
+        default=None,
+        help="the same as --compile --compile-mode reduce-overhead: forward and backward "
+        "replayed as CUDA graphs (CUDA only)",
+    )
     sched = p.add_argument_group("schedule")
-    sched.add_argument("--epochs", type=_positive_int)
-    sched.add_argument("-b", "--batch-size", type=_positive_int, help="global batch size")
-    sched.add_argument(
-        "--final-batch-size", type=_positive_int, help="batch size of the last --final-epochs"
+    option(sched, "--epochs", type=_positive_int)
+    option(sched, "-b", "--batch-size", type=_positive_int, help="global batch size")
+    option(
+        sched,
+        "--final-batch-size",
+        type=_positive_int,
+        help="batch size of the last --final-epochs [default: the recipe's growth, paper: 2x]",
     )
-    sched.add_argument(
-        "--final-epochs", type=_nonneg_int, help="epochs at --final-batch-size (paper: 1/4)"
+    option(
+        sched,
+        "--final-epochs",
+        type=_nonneg_int,
+        help="epochs at --final-batch-size [default: paper: a quarter of --epochs, others: 0]",
     )
-    sched.add_argument("-vb", "--validation-batch-size", type=_positive_int)
-    sched.add_argument(
-        "--drop-last", action=argparse.BooleanOptionalAction, help="drop incomplete batches"
+    option(sched, "-vb", "--validation-batch-size", type=_positive_int)
+    option(
+        sched, "--drop-last", action=argparse.BooleanOptionalAction, help="drop incomplete batches"
     )
-    sched.add_argument("--sched", help="constant, cosine, linear or multistep (after warm-up)")
-    sched.add_argument(
+    option(sched, "--sched", help="constant, cosine, linear or multistep (after warm-up)")
+    option(
+        sched,
         "--lr-milestones",
         type=_nonneg_int,
         nargs="+",
         metavar="EPOCH",
-        help="multistep: completed epochs after which the lr is multiplied by --lr-gamma",
+        help="multistep: completed epochs after which the lr is multiplied by --lr-gamma "
+        "[default: baseline: 59 119 159 at 200 epochs, scaled with --epochs]",
     )
-    sched.add_argument("--lr-gamma", type=_nonneg_float, help="multistep: factor per milestone")
-    sched.add_argument("--warmup-epochs", type=_nonneg_float)
-    sched.add_argument("--warmup-lr", type=_nonneg_float)
-    sched.add_argument("--min-lr", type=_nonneg_float)
+    option(sched, "--lr-gamma", type=_nonneg_float, help="multistep: factor per milestone")
+    option(
+        sched,
+        "--warmup-epochs",
+        type=_nonneg_float,
+        help="(capped at a quarter of --epochs unless given)",
+    )
+    option(sched, "--warmup-lr", type=_nonneg_float)
+    option(sched, "--min-lr", type=_nonneg_float)
     opt = p.add_argument_group("optimiser")
-    opt.add_argument("--opt", help="sgd (Nesterov), momentum, adam or adamw")
-    opt.add_argument("--lr", type=_nonneg_float)
-    opt.add_argument("--momentum", type=_nonneg_float)
-    opt.add_argument("--opt-eps", type=_nonneg_float)
-    opt.add_argument("--opt-betas", type=_nonneg_float, nargs=2, metavar=("BETA1", "BETA2"))
-    opt.add_argument("--weight-decay", type=_nonneg_float)
-    opt.add_argument(
+    option(opt, "--opt", help="sgd (Nesterov), momentum, adam or adamw")
+    option(opt, "--lr", type=_nonneg_float)
+    option(opt, "--momentum", type=_nonneg_float)
+    option(opt, "--opt-eps", type=_nonneg_float)
+    option(opt, "--opt-betas", type=_nonneg_float, nargs=2, metavar=("BETA1", "BETA2"))
+    option(opt, "--weight-decay", type=_nonneg_float)
+    option(
+        opt,
         "--decay-all-params",
         action=argparse.BooleanOptionalAction,
-        help="weight decay on biases and norm parameters too (default: weights only)",
+        help="weight decay on biases and norm parameters too, not only on weights",
     )
-    opt.add_argument("--label-smoothing", "--smoothing", type=_nonneg_float)
-    opt.add_argument("--clip-grad", type=_nonneg_float, help="max gradient norm")
+    option(opt, "--label-smoothing", "--smoothing", type=_nonneg_float)
+    option(opt, "--clip-grad", type=_nonneg_float, help="max gradient norm")
     aug = p.add_argument_group("augmentation and normalisation")
-    aug.add_argument(
+    option(
+        aug,
         "--augment",
         choices=("warp", "crop_flip_rotate"),
-        help="warp: flip + shift + rotation as one bilinear warp (paper, fast); "
-        "crop_flip_rotate: torchvision's padded crop + flip + nearest rotation (baseline)",
+        help="warp: flip + shift + rotation as one bilinear warp; crop_flip_rotate: "
+        "torchvision's padded crop + flip + nearest rotation on the uint8 image",
     )
-    aug.add_argument("--max-shift", type=_nonneg_float, help="warp: fraction of the image size")
-    aug.add_argument("--max-rotation", type=_nonneg_float, help="degrees")
-    aug.add_argument("--crop-padding", type=_nonneg_int, help="crop_flip_rotate: pixels")
-    aug.add_argument(
+    option(aug, "--max-shift", type=_nonneg_float, help="warp: fraction of the image size")
+    option(aug, "--max-rotation", type=_nonneg_float, help="degrees")
+    option(
+        aug,
+        "--crop-padding",
+        type=_nonneg_int,
+        help="crop_flip_rotate: pixels [default: 4; baseline on 8×8 digits: 1]",
+    )
+    option(
+        aug,
         "--norm-mean",
         type=float,
         nargs="+",
         metavar="M",
-        help="per-channel mean of [0, 1] pixels (default: the training split's)",
+        help="per-channel mean of [0, 1] pixels [default: the training split's; baseline "
+        "on cifar100: weiaicunzai/pytorch-cifar100's constants]",
     )
-    aug.add_argument(
-        "--norm-std", type=float, nargs="+", metavar="S", help="per-channel std, with --norm-mean"
+    option(
+        aug,
+        "--norm-std",
+        type=float,
+        nargs="+",
+        metavar="S",
+        help="per-channel std, with --norm-mean [default: as --norm-mean]",
     )
     p.set_defaults(handler=_run_train)
 
@@ -388,6 +529,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from dwstft.train import NonFiniteLossError, TrainingInterrupted, resolve_config, train
 
     given = {name: getattr(args, name) for name in _TRAIN_FIELDS}
+    if args.cuda_graphs:
+        given["compile"], given["compile_mode"] = True, "reduce-overhead"
     config = resolve_config(args.recipe, args.resume, **given)
     try:
         train(config)
@@ -492,8 +635,12 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_viz(args: argparse.Namespace) -> int:
+    from dwstft.errors import require
+
+    require("matplotlib", "viz", "dwstft viz")
     from dwstft import viz
 
+    viz.check_png_output(args.output)
     if args.viz_target == "basis":
         viz.save_figure(viz.basis_figure(args.kernel_size), args.output)
     elif args.viz_target == "features":

@@ -34,8 +34,7 @@ def resolve_device(spec: str | torch.device | None = None) -> torch.device:
         ) from None
     if device.type not in DEVICE_TYPES:
         raise DeviceUnavailableError(
-            f"--device {str(spec)!r}: dwstft runs on {', '.join(DEVICE_TYPES)}, "
-            f"not {device.type!r}"
+            f"--device {str(spec)!r}: dwstft runs on {', '.join(DEVICE_TYPES)}, not {device.type!r}"
         )
     if device.type == "cpu":
         return device

@@ -36,3 +36,17 @@ class DeviceUnavailableError(DwstftError, ValueError):
 
 class MissingDependencyError(DwstftError, ImportError):
     """An optional dependency (an extra such as ``dwstft[data]``) is not installed."""
+
+
+def require(module: str, extra: str, purpose: str) -> None:
+    """Import ``module`` or raise :class:`MissingDependencyError` naming the extra that
+    installs it (``pip install 'dwstft[extra]'``) and what needs it."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(
+            f"{purpose} needs {module}, which is not installed; install it with: "
+            f"pip install 'dwstft[{extra}]'"
+        ) from None

@@ -18,8 +18,9 @@ the benchmark behind ``"auto"``):
     The bank as separable shift-and-add passes (``dwstft.separable``) then the 1×1,
     inside ``torch.utils.checkpoint`` so only the input is saved. Slow in eager; under
     ``torch.compile`` Inductor fuses the passes and the partitioner recomputes them in
-    backward. (A custom autograd Function does not keep its memory saving under compile:
-    AOTAutograd traces its forward and backward together and saves the shared maps.)
+    backward, but it compiles slowly, so ``"auto"`` never picks it. (A custom autograd
+    Function does not keep its memory saving under compile: AOTAutograd traces its
+    forward and backward together and saves the shared maps.)
 
 ``"auto"`` picks per call with ``choose_impl``.
 """
@@ -27,6 +28,7 @@ the benchmark behind ``"auto"``):
 from __future__ import annotations
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
@@ -62,14 +64,28 @@ def check_impl(impl: object) -> str:
     return impl
 
 
-def check_input(x: torch.Tensor, in_channels: int | None = None) -> None:
-    """Raise ValueError unless ``x`` is a 4-D (N, C, H, W) tensor with C == in_channels.
+def is_symbolic(x: object) -> bool:
+    """Whether ``x`` is being recorded by ``torch.jit.trace`` or ``torch.fx.symbolic_trace``,
+    so that its shape, dtype and ``requires_grad`` are not concrete values to branch on."""
+    return torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy)
 
-    Skipped while ``torch.jit.trace`` records (shapes are then symbolic)."""
-    if torch.jit.is_tracing():
+
+def check_input(x: torch.Tensor, in_channels: int | None = None) -> None:
+    """Raise ValueError unless ``x`` is a 4-D (N, C, H, W) real floating-point tensor with
+    C == in_channels. Every execution path checks this the same way: integer, boolean and
+    complex inputs are refused rather than silently cast or truncated.
+
+    Skipped while ``torch.jit.trace`` or ``torch.fx.symbolic_trace`` records (shapes are
+    then symbolic)."""
+    if is_symbolic(x):
         return
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"input must be a torch.Tensor (N, C, H, W), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(
+            f"input must be a real floating-point tensor (float16/bfloat16/float32/float64), "
+            f"got dtype {x.dtype}; convert it first, e.g. x.float()"
+        )
     if x.dim() != 4:
         raise ValueError(
             f"input must be 4-D (N, C, H, W), got {x.dim()}-D with shape {tuple(x.shape)}"
@@ -82,7 +98,7 @@ def check_input(x: torch.Tensor, in_channels: int | None = None) -> None:
 
 
 def _check_weight(weight: torch.Tensor, in_channels: int) -> None:
-    if torch.jit.is_tracing():
+    if is_symbolic(weight):
         return
     expected = MAPS_PER_CHANNEL * in_channels
     if weight.dim() != 4 or weight.shape[1] != expected or weight.shape[2:] != (1, 1):
@@ -145,7 +161,7 @@ def fold_weight(weight: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     Returns:
         (F, C, n, n) with ``K[f, c] = sum_k weight[f, c*8 + k] * basis[k]``.
     """
-    if not torch.jit.is_tracing() and weight.shape[1] % MAPS_PER_CHANNEL:
+    if not is_symbolic(weight) and weight.shape[1] % MAPS_PER_CHANNEL:
         raise ValueError(
             f"weight has {weight.shape[1]} input channels, "
             f"expected a multiple of {MAPS_PER_CHANNEL}"
@@ -221,20 +237,24 @@ def _shift_separable(
 
 
 def choose_impl(kernel_size: int, needs_grad: bool, compiling: bool) -> str:
-    """The path ``impl="auto"`` takes, from ``dwstft bench layer`` on a 2-core x86 CPU.
+    """The path ``impl="auto"`` takes, from ``dwstft bench layer`` and ``dwstft bench
+    compile`` on a 2-core x86 CPU.
 
     - n = 3: ``"folded"``. 9·C·F multiply-adds in one dense conv beat 8·C·F in a 1×1
       plus a separate bank pass, forward and backward, and only the input is saved.
-    - n >= 5, training: ``"recompute"`` in eager mode (saves only the input, as required
-      to stay below a depthwise-separable layer's memory), ``"shift"`` when traced by
-      ``torch.compile``, which fuses the shift-and-add bank into one loop.
+    - n >= 5, training, eager: ``"recompute"`` (saves only the input, as required to stay
+      below a depthwise-separable layer's memory).
+    - n >= 5, training, traced by ``torch.compile``: ``"folded"``. A custom autograd
+      Function loses its saving under compile, and of the paths that keep it, the folded
+      conv compiled 2.5x faster than the fused shift-and-add bank and ran 1.6x faster
+      (docs/architecture.md).
     - n >= 5, inference: ``"grouped"`` (no memory to save; 8·C·(F + n²) beats n²·C·F).
     """
     if kernel_size == 3:
         return "folded"
     if not needs_grad:
         return "grouped"
-    return "shift" if compiling else "recompute"
+    return "folded" if compiling else "recompute"
 
 
 def stft_separable(
@@ -268,7 +288,10 @@ def stft_separable(
     check_input(x)
     _check_weight(weight, x.shape[1])
     basis = _basis_for(x, n, basis)
-    if impl == "auto":
+    if impl == "auto" and isinstance(x, torch.fx.Proxy):
+        # symbolic_trace records one graph for every later call: plain operators only.
+        impl = choose_impl(n, needs_grad=False, compiling=False)
+    elif impl == "auto":
         needs_grad = torch.is_grad_enabled() and (
             x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
         )

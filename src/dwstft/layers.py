@@ -1,9 +1,17 @@
 """``nn.Module`` front ends: DepthwiseSTFT, DepthwiseSTFTSeparable, its inception-style
 multi-scale form (the core of the paper's Block 1) and ReLPU.
 
-Constructors take ``nn.Conv2d``'s arguments in ``nn.Conv2d``'s order. The fixed STFT
-kernels are non-persistent buffers, so ``parameters()`` holds exactly what trains and
-state dicts carry only the pointwise weights.
+Constructors take ``nn.Conv2d``'s argument names; the arguments up to ``padding`` may be
+positional (in ``nn.Conv2d``'s order), every later one is keyword-only, so that a call
+written for ``nn.Conv2d``'s full positional order fails loudly instead of binding a value
+to the wrong argument.
+
+The fixed STFT kernels are non-persistent buffers, so ``parameters()`` holds exactly what
+trains. They are rebuilt from their definition after every ``Module._apply`` (``.to``,
+``.double()``, ``.to_empty`` after construction on the meta device, ...), so no path can
+leave them holding another tensor's bytes. State dicts carry the pointwise weights and,
+per Depthwise-STFT bank, its kernel size (``_extra_state``): loading weights trained with
+another kernel size fails instead of silently computing another function.
 """
 
 from __future__ import annotations
@@ -26,33 +34,35 @@ from dwstft.functional import (
 )
 
 
-class _InferenceKernelCache:
-    """The folded kernel, reused across calls without autograd while the pointwise weight
-    and the basis are unchanged (keyed on storage and version counter, which in-place
-    updates such as ``optimizer.step`` or ``load_state_dict`` bump). Saves rebuilding it
-    on every call, a fifth of an STFTNet's batch-1 latency on CPU."""
-
-    def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._kernel: torch.Tensor | None = None
-
-    @staticmethod
-    def usable() -> bool:
-        return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-
-    def get(self, weight: torch.Tensor, bases: list[torch.Tensor], build) -> torch.Tensor:
-        key = (weight.data_ptr(), weight._version, *(b.data_ptr() for b in bases))
-        if key != self._key or self._kernel is None:
-            self._kernel, self._key = build(), key
-        return self._kernel
+def check_conv_defaults(dilation: object, groups: object, padding_mode: object) -> None:
+    """Refuse ``nn.Conv2d`` options the Depthwise-STFT layers do not implement (only their
+    ``nn.Conv2d`` defaults are accepted): the STFT neighbourhood is dense, every input
+    channel has its own bank, and the border is zero-padded as in Eq. 2."""
+    for name, value, default in (
+        ("dilation", dilation, 1),
+        ("groups", groups, 1),
+        ("padding_mode", padding_mode, "zeros"),
+    ):
+        if value != default and value != (default, default):
+            raise ValueError(
+                f"{name}={value!r} is not supported by Depthwise-STFT layers; only "
+                f"nn.Conv2d's default {name}={default!r} is"
+            )
 
 
 class DepthwiseSTFT(nn.Module):
     """Per-channel 2-D STFT over each pixel's n×n neighbourhood at the four lowest
     frequencies (paper Eq. 2), real and imaginary parts. Nothing trains.
 
-    Shapes: (N, C, H, W) → (N, 8C, H_out, W_out); channel ``c*8 + 2k`` is Re F(v_{k+1}),
-    ``c*8 + 2k + 1`` is Im F(v_{k+1}).
+    Args:
+        in_channels: C.
+        kernel_size: n, odd and >= 3 (or a square pair (n, n)).
+        stride, padding: as ``nn.Conv2d``; ``"same"`` pads n // 2 zeros on each side.
+        device, dtype (keyword-only): of the basis buffer; default: the current default
+            device (an active ``with torch.device(...)`` included) and dtype.
+
+    Shapes: (N, C, H, W) float → (N, 8C, H_out, W_out); channel ``c*8 + 2k`` is
+    Re F(v_{k+1}), ``c*8 + 2k + 1`` is Im F(v_{k+1}).
     """
 
     def __init__(
@@ -61,9 +71,11 @@ class DepthwiseSTFT(nn.Module):
         kernel_size: int = 3,
         stride: int = 1,
         padding: str | int = "same",
+        *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         super().__init__()
         self.in_channels = check_positive("in_channels", in_channels)
         self.kernel_size = check_kernel_size(kernel_size)
@@ -75,6 +87,44 @@ class DepthwiseSTFT(nn.Module):
             self.kernel_size, dtype=dtype or torch.get_default_dtype(), device=device
         )
         self.register_buffer("basis", basis, persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        """After moving or casting, rebuild the basis from its definition on the basis's new
+        device and dtype (``to_empty`` would otherwise leave uninitialised memory in it)."""
+        super()._apply(fn, recurse)
+        if not self.basis.is_meta:
+            self.basis = stft_basis(
+                self.kernel_size, dtype=self.basis.dtype, device=self.basis.device
+            )
+        return self
+
+    @torch.jit.unused
+    def get_extra_state(self) -> torch.Tensor:
+        """What the state dict records about the bank: its kernel size, int64 (1,)."""
+        return torch.tensor([self.kernel_size], dtype=torch.int64, device="cpu")
+
+    @torch.jit.unused
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        """Checked in ``_load_from_state_dict``; nothing to restore (the basis is fixed)."""
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+    ) -> None:
+        key = prefix + "_extra_state"
+        saved = state_dict.get(key)
+        if saved is not None:
+            saved_size = int(torch.as_tensor(saved).reshape(-1)[0])
+            if saved_size != self.kernel_size:
+                errors.append(
+                    f"{prefix or 'the layer'} was saved with kernel_size={saved_size}, but "
+                    f"this Depthwise-STFT bank has kernel_size={self.kernel_size}; build the "
+                    f"layer with kernel_size={saved_size} to load these weights"
+                )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+        )
+        if saved is None and key in missing_keys:
+            missing_keys.remove(key)  # state dicts from before the kernel size was recorded
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) → (N, 8C, H_out, W_out)."""
@@ -96,13 +146,26 @@ class DepthwiseSTFT(nn.Module):
 
 
 class DepthwiseSTFTSeparable(nn.Module):
-    """Depthwise-STFT then a trainable 1×1 convolution ``self.pointwise`` (8C → F).
+    """Depthwise-STFT then a trainable 1×1 convolution ``self.pointwise`` (8C → F): a
+    drop-in for ``nn.Conv2d(C, F, n, stride, padding)``.
+
+    Args:
+        in_channels: C.
+        out_channels: F.
+        kernel_size: n, the STFT neighbourhood (odd, >= 3).
+        stride, padding: as ``nn.Conv2d`` (``"same"``: n // 2 zeros on each side).
+        dilation, groups, padding_mode (keyword-only): accepted for ``nn.Conv2d``
+            compatibility; only their defaults (1, 1, "zeros") are supported.
+        bias (keyword-only): learn an additive bias (F,).
+        device, dtype (keyword-only): of the weights and the basis.
+        impl (keyword-only): execution path, one of ``dwstft.functional.IMPLS``;
+            ``"auto"`` picks per call (docs/architecture.md).
 
     Trainable parameters: 8·C·F (+ F with bias), independent of the kernel size (Table 1).
-    ``impl`` selects the execution path (``dwstft.functional.IMPLS``; ``"auto"`` picks
-    per call). ``fold()`` returns the equivalent ``nn.Conv2d(C, F, n)`` for inference.
+    ``fold()`` returns the equivalent ``nn.Conv2d(C, F, n)``: for inference, fold the
+    whole model with ``dwstft.fold_model`` (one convolution per layer).
 
-    Shapes: (N, C, H, W) → (N, F, H_out, W_out).
+    Shapes: (N, C, H, W) float → (N, F, H_out, W_out).
     """
 
     def __init__(
@@ -112,20 +175,27 @@ class DepthwiseSTFTSeparable(nn.Module):
         kernel_size: int = 3,
         stride: int = 1,
         padding: str | int = "same",
+        *,
+        dilation: int = 1,
+        groups: int = 1,
         bias: bool = True,
+        padding_mode: str = "zeros",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         impl: str = "auto",
     ) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         super().__init__()
         check_positive("out_channels", out_channels)
+        check_conv_defaults(dilation, groups, padding_mode)
         check_impl(impl)
-        self.stft = DepthwiseSTFT(in_channels, kernel_size, stride, padding, device, dtype)
+        self.stft = DepthwiseSTFT(
+            in_channels, kernel_size, stride, padding, device=device, dtype=dtype
+        )
         self.pointwise = nn.Conv2d(
             MAPS_PER_CHANNEL * in_channels, out_channels, 1, bias=bias, device=device, dtype=dtype
         )
         self.impl = impl
-        self._fold_cache = _InferenceKernelCache()
 
     @property
     def in_channels(self) -> int:
@@ -162,10 +232,6 @@ class DepthwiseSTFTSeparable(nn.Module):
             # Evaluation mode: the fastest forward-only path, built from plain operators
             # (so tracing and export see ordinary convolutions).
             impl = choose_impl(self.kernel_size, needs_grad=False, compiling=False)
-        if impl == "folded" and _InferenceKernelCache.usable():
-            weight, basis = self.pointwise.weight, self.stft.basis
-            kernel = self._fold_cache.get(weight, [basis], lambda: fold_weight(weight, basis))
-            return F.conv2d(x, kernel, self.pointwise.bias, self.stride, self.stft.padding_px)
         return stft_separable(
             x,
             self.pointwise.weight,
@@ -222,8 +288,9 @@ class MultiScaleSTFTSeparable(nn.Module):
     n_max × n_max convolution whose kernel is built from ``pointwise.weight`` (so it trains
     the same parameters); any other ``impl`` runs the per-size sum on that path.
     Stride 1, size-preserving padding. Trainable parameters: 8·C·len(kernel_sizes)·F (+F).
+    Arguments after ``kernel_sizes`` are keyword-only.
 
-    Shapes: (N, C, H, W) → (N, F, H, W).
+    Shapes: (N, C, H, W) float → (N, F, H, W).
     """
 
     def __init__(
@@ -231,11 +298,13 @@ class MultiScaleSTFTSeparable(nn.Module):
         in_channels: int,
         out_channels: int,
         kernel_sizes: tuple[int, ...] = (3, 5),
+        *,
         bias: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         impl: str = "auto",
     ) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         super().__init__()
         check_positive("out_channels", out_channels)
         check_impl(impl)
@@ -250,7 +319,6 @@ class MultiScaleSTFTSeparable(nn.Module):
         self.maps_width = width
         self.max_kernel_size = max(self.kernel_sizes)
         self.impl = impl
-        self._fold_cache = _InferenceKernelCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) → (N, F, H, W)."""
@@ -266,12 +334,7 @@ class MultiScaleSTFTSeparable(nn.Module):
             # One dense n_max × n_max conv for all sizes: measured fastest for training and
             # inference at every block shape of the paper's networks (docs/architecture.md).
             pad = self.max_kernel_size // 2
-            if _InferenceKernelCache.usable():
-                bases = [stft.basis for stft in self.stfts]
-                kernel = self._fold_cache.get(self.pointwise.weight, bases, self._folded_kernel)
-            else:
-                kernel = self._folded_kernel()
-            return F.conv2d(x, kernel, self.pointwise.bias, 1, pad)
+            return F.conv2d(x, self._folded_kernel(), self.pointwise.bias, 1, pad)
         width = self.maps_width
         weight, out = self.pointwise.weight, None
         for i, stft in enumerate(self.stfts):
@@ -288,16 +351,14 @@ class MultiScaleSTFTSeparable(nn.Module):
 
     def _folded_kernel(self) -> torch.Tensor:
         """(F, C, n_max, n_max): every size's folded kernel, centred and summed."""
-        width = self.maps_width
         n_max = self.max_kernel_size
-        kernel = self.pointwise.weight.new_zeros(self.out_channels, self.in_channels, n_max, n_max)
-        for i, stft in enumerate(self.stfts):
-            part = fold_weight_unchecked(
-                self.pointwise.weight[:, i * width : (i + 1) * width], stft.basis
-            )
+        bases = []
+        for stft in self.stfts:
             p = (n_max - stft.kernel_size) // 2
-            kernel = kernel + F.pad(part, [p, p, p, p])
-        return kernel
+            bases.append(F.pad(stft.basis, [p, p, p, p]))
+        # (S, 8, n, n) against the weight viewed as (F, S, C, 8): one contraction.
+        weight = self.pointwise.weight.reshape(self.out_channels, len(bases), self.in_channels, -1)
+        return torch.einsum("fsck,skij->fcij", weight, torch.stack(bases).to(weight.dtype))
 
     @torch.no_grad()
     def fold(self) -> nn.Conv2d:
@@ -330,7 +391,8 @@ class ReLPU(nn.Module):
     the fixed bank and the pointwise weight, so unlike the Depthwise-STFT separable layer
     it cannot be folded into one convolution.
 
-    Shapes: (N, C, H, W) → (N, F, H, W). Trainable parameters: 8·C·len(kernel_sizes)·F (+F).
+    Shapes: (N, C, H, W) float → (N, F, H, W). Trainable parameters: 8·C·len(kernel_sizes)·F
+    (+F). Arguments after ``kernel_sizes`` are keyword-only.
     """
 
     def __init__(
@@ -338,10 +400,12 @@ class ReLPU(nn.Module):
         in_channels: int,
         out_channels: int,
         kernel_sizes: tuple[int, ...] = (3,),
+        *,
         bias: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         super().__init__()
         check_positive("out_channels", out_channels)
         self.stfts = _stft_banks(in_channels, kernel_sizes, device, dtype)

@@ -24,8 +24,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from dwstft._atomic import atomic_write
+from dwstft._atomic import atomic_write, prepare_output_file, read_text_file
 from dwstft.basis import FREQUENCIES, MAPS_PER_CHANNEL, check_kernel_size, stft_basis
+from dwstft.errors import require
 from dwstft.functional import depthwise_stft
 
 #: Resolution of every PNG written here (dots per inch).
@@ -42,6 +43,19 @@ DIGITS_COUNT = 1797
 _MAP_NAMES = tuple(f"{part} v{k + 1}" for k in range(len(FREQUENCIES)) for part in ("Re", "Im"))
 
 
+def check_png_output(path: str | Path) -> Path:
+    """Check that a PNG can be written at ``path`` (see
+    :func:`dwstft._atomic.prepare_output_file`; parent folders are created).
+
+    Raises:
+        ValueError: ``path`` does not end in ``.png``, or cannot be written.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"--output must be a .png file, got {str(path)!r}")
+    return prepare_output_file(path)
+
+
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as PNG to ``path`` (parent folders are created). Returns the path.
 
@@ -51,10 +65,7 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     Raises:
         ValueError: ``path`` does not end in ``.png``.
     """
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"output must be a .png file, got {str(path)!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_png_output(path)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
     return path
 
@@ -141,6 +152,7 @@ def load_image(spec: str, max_size: int = 128) -> tuple[np.ndarray, str]:
         index_text = spec.partition(":")[2]
         if not index_text.isdigit() or int(index_text) >= DIGITS_COUNT:
             raise ValueError(f"--image {spec!r}: expected digits:N with 0 <= N < {DIGITS_COUNT}")
+        require("sklearn", "data", "--image digits:N")
         from sklearn.datasets import load_digits
 
         digits = load_digits()
@@ -150,6 +162,8 @@ def load_image(spec: str, max_size: int = 128) -> tuple[np.ndarray, str]:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(spec)
+    if path.is_dir():
+        raise ValueError(f"--image {spec!r} is a folder; pass an image file or digits:N")
     if not path.is_file():
         raise FileNotFoundError(f"--image {spec!r} does not exist")
     try:
@@ -240,7 +254,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"run folder {str(run_dir)!r} has no metrics.jsonl")
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text_file(path).splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dwstft._atomic import atomic_write_text
 from dwstft.bench.complexity import count_macs, count_params
 from dwstft.bench.measure import machine_description, saved_bytes, time_interleaved
 from dwstft.models import create_model, list_models
@@ -186,8 +187,7 @@ def write_json(results: list[ModelBench], path: str, device: torch.device, comma
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "models": [asdict(r) for r in results],
     }
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1)
+    atomic_write_text(path, json.dumps(payload, indent=1))
 
 
 def profile_training_step(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+
+from dwstft.errors import require
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SEED = 0
@@ -42,6 +42,10 @@ def load_digits_splits(
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+    require("sklearn", "data", "the digits dataset (shipped inside scikit-learn)")
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     images = scale_to_uint8(bunch.images).reshape(-1, 1, 8, 8)
     labels = bunch.target.astype(np.int64)

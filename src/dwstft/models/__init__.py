@@ -8,12 +8,23 @@ from dwstft.models import (  # noqa: F401  (importing registers the models)
     shufflenetv2,
     stftnet,
 )
+from dwstft.models.features import FeatureExtractor, FeatureInfo
 from dwstft.models.registry import (
     PaperReference,
     create_model,
     list_models,
+    model_options,
     paper_reference,
     register_model,
 )
 
-__all__ = ["PaperReference", "create_model", "list_models", "paper_reference", "register_model"]
+__all__ = [
+    "FeatureExtractor",
+    "FeatureInfo",
+    "PaperReference",
+    "create_model",
+    "list_models",
+    "model_options",
+    "paper_reference",
+    "register_model",
+]

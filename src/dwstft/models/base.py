@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+from dwstft.models.features import FeatureInfo, feature_info, forward_intermediates
 
 
 class ImageClassifier(nn.Module):
@@ -35,6 +39,24 @@ class ImageClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) → logits (N, num_classes)."""
         return self.forward_head(self.forward_features(x))
+
+    @property
+    def feature_info(self) -> list[FeatureInfo]:
+        """One entry per stage end (channels, reduction, module name); see
+        :mod:`dwstft.models.features`."""
+        return feature_info(self)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        stop_early: bool = False,
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's ``forward_intermediates``: feature maps at the stage ends ``indices``
+        (None: all; n: the last n; or stage numbers), and the final feature map unless
+        ``intermediates_only``. See :func:`dwstft.models.features.forward_intermediates`."""
+        return forward_intermediates(self, x, indices, stop_early, intermediates_only)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh one for ``num_classes`` (0 → identity)."""

@@ -11,13 +11,18 @@ baselines. The paper does not give b.
 from __future__ import annotations
 
 from dwstft.models.registry import PaperReference, register_model
-from dwstft.models.stftnet import STFTNet, stftnet
+from dwstft.models.stftnet import STFTNet, spec_options, stftnet
 
 RELPU_BOTTLENECK = 44
 RELPU_FEATURES = 256
 
 
-@register_model(paper=PaperReference(params_m=3.08, features=256, cifar10=92.20, cifar100=70.20))
 def relpunet(num_classes: int = 10, in_chans: int = 3, **kwargs: object) -> STFTNet:
     """Table 2 row 'ReLPU based [14]': STFTNet(b=44, f=256) with ReLPU mixing."""
     return stftnet(RELPU_BOTTLENECK, RELPU_FEATURES, num_classes, in_chans, mixer="relpu", **kwargs)
+
+
+relpunet.model_options = spec_options("mixer")
+register_model(
+    relpunet, paper=PaperReference(params_m=3.08, features=256, cifar10=92.20, cifar100=70.20)
+)

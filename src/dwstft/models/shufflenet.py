@@ -51,10 +51,9 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     Output channel ``j * groups + g`` is input channel ``g * (C // groups) + j``, so every
     group of the next grouped conv sees channels from every group of the previous one.
     """
-    n, c, h, w = x.shape
-    if c % groups != 0:
-        raise ValueError(f"channels must be divisible by groups={groups}, got {c} channels")
-    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+    # No Python branch on the shape, so torch.fx.symbolic_trace can record it; a channel
+    # count not divisible by ``groups`` fails in ``unflatten``.
+    return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
 
 
 class ShuffleUnit(nn.Module):
@@ -152,10 +151,17 @@ def shufflenet(num_classes: int = 10, in_chans: int = 3, **kwargs) -> ShuffleNet
     return ShuffleNet(num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-@register_model(paper=PaperReference(params_m=1.05, features=800, cifar10=90.80, cifar100=70.06))
 def shufflenet_g3(num_classes: int = 10, in_chans: int = 3, **kwargs) -> ShuffleNet:
     """ShuffleNet v1 as weiaicunzai/pytorch-cifar100 builds it (the source of Table 2's
     CIFAR-100 ShuffleNet number): g = 3, 960 features, every 1×1 grouped, biased convs;
     1.01M parameters at 100 classes."""
-    options = {"groups": 3, "group_first_unit": True, "conv_bias": True, **kwargs}
-    return ShuffleNet(num_classes=num_classes, in_chans=in_chans, **options)
+    return ShuffleNet(num_classes=num_classes, in_chans=in_chans, **{**G3_OPTIONS, **kwargs})
+
+
+#: What ``shufflenet_g3`` changes in ShuffleNet's defaults.
+G3_OPTIONS: dict[str, object] = {"groups": 3, "group_first_unit": True, "conv_bias": True}
+shufflenet_g3.model_options = {"groups": 3, "width_mult": 1.0, **G3_OPTIONS}
+register_model(
+    shufflenet_g3,
+    paper=PaperReference(params_m=1.05, features=800, cifar10=90.80, cifar100=70.06),
+)

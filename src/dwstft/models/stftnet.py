@@ -28,7 +28,7 @@ Neither is certain; docs/reproduction.md says why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -251,6 +251,16 @@ def stftnet(
     return STFTNet(spec, num_classes=num_classes, in_chans=in_chans)
 
 
+def spec_options(*fixed: str) -> dict[str, object]:
+    """The ``STFTNetSpec`` fields a preset can override, with their defaults (all but
+    bottleneck, features and ``fixed``)."""
+    return {
+        f.name: f.default
+        for f in fields(STFTNetSpec)
+        if f.name not in ("bottleneck", "features", *fixed)
+    }
+
+
 #: The parameter-matched reading (``stftnet_paramfit_*``): spec fields over the defaults.
 PARAMFIT: dict[str, object] = {
     "bottleneck_layer": "stft",
@@ -266,6 +276,7 @@ def _register_preset(b: int, f: int, reading: str, overrides: dict[str, object])
         return stftnet(b, f, num_classes, in_chans, **{**overrides, **kwargs})
 
     factory.__doc__ = f"Table 2 row 'Ours (b={b}, f={f})', {reading} reading."
+    factory.model_options = {**spec_options(), **overrides}
     register_model(
         factory,
         name=f"stftnet_{'paramfit_' if overrides else ''}b{b}_f{f}",

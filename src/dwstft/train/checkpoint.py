@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from dwstft._atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from dwstft.errors import CheckpointError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -51,18 +51,83 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on CPU)."""
+def existing_file(path: str | Path, what: str) -> Path:
+    """``path`` as a Path if it names an existing file; otherwise an error saying what is
+    there instead (nothing, or a folder) and what to pass."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"{what} {str(path)!r} is a folder; pass the file inside it (a run folder holds "
+            "last.pt and best.safetensors)"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    return path
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _damaged(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {str(path)!r} is damaged or not a dwstft last.pt ({reason}); resume from "
+        "an intact last.pt or start a new run"
+    )
+
+
+def _check_structure(path: Path, state: Any) -> None:
+    """Raise CheckpointError unless ``state`` has every key of :data:`CHECKPOINT_KEYS` with
+    the type :func:`save_checkpoint` writes."""
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(
-            f"{str(path)!r} is not a dwstft checkpoint of format {CHECKPOINT_FORMAT} "
-            f"(found {found!r})"
-        )
+        raise _damaged(path, f"expected a dict of format {CHECKPOINT_FORMAT}, found {found!r}")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise _damaged(path, f"missing {', '.join(missing)}")
+    model = state["model"]
+    if not (
+        isinstance(model, dict)
+        and model
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items())
+    ):
+        raise _damaged(path, "'model' is not a state dict of tensors")
+    optimizer = state["optimizer"]
+    if not (
+        isinstance(optimizer, dict)
+        and isinstance(optimizer.get("state"), dict)
+        and isinstance(optimizer.get("param_groups"), list)
+    ):
+        raise _damaged(path, "'optimizer' is not an optimizer state dict")
+    epoch = state["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise _damaged(path, f"'epoch' must be an int >= 0, got {epoch!r}")
+    best = state["best"]
+    if not (isinstance(best, dict) and {"test_acc", "epoch"} <= set(best)):
+        raise _damaged(path, "'best' lacks test_acc/epoch")
+    if not isinstance(state["history"], list) or not all(
+        isinstance(r, dict) for r in state["history"]
+    ):
+        raise _damaged(path, "'history' is not a list of records")
+    if not isinstance(state["scaler"], dict) or not isinstance(state["config"], dict):
+        raise _damaged(path, "'scaler' or 'config' is not a dict")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on CPU).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: a folder, or a file that is truncated, damaged, of another format
+            or missing part of the state (the message names the file and the problem).
+    """
+    path = existing_file(path, "checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types on damaged bytes
+        raise _damaged(path, _first_line(err)) from err
+    _check_structure(path, state)
     return state
 
 
@@ -80,15 +145,26 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     Returns (state_dict on the CPU, info): for safetensors ``info`` is the file's metadata
     (strings: model, dataset, epoch, test_acc); for ``last.pt`` it is the saved config plus
     ``epoch``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: a folder, or a file that cannot be read as either format.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    path = existing_file(path, "checkpoint")
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            info: dict[str, Any] = dict(f.metadata() or {})
-        return load_file(str(path)), info
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                info: dict[str, Any] = dict(f.metadata() or {})
+                state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+        except Exception as err:  # safetensors raises its own and OS/IO error types
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} is not a readable safetensors file "
+                f"({_first_line(err)}); use an intact best.safetensors or last.pt"
+            ) from err
+        if not state:
+            raise CheckpointError(f"checkpoint {str(path)!r} holds no tensors")
+        return state, info
     state = load_checkpoint(path)
     return state["model"], {**state["config"], "epoch": state["epoch"]}

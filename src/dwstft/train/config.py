@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dwstft.errors import CheckpointError
+
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "linear", "multistep")
 AUGMENTS = ("warp", "crop_flip_rotate")
@@ -28,7 +30,9 @@ AMP_DTYPES = ("float16", "bfloat16")
 TUPLE_FIELDS = ("opt_betas", "lr_milestones", "norm_mean", "norm_std")
 
 #: Fields that only say where or how fast the run executes; a resumed run may change them.
-RUNTIME_FIELDS = ("output", "data_dir", "device", "compile", "resume")
+RUNTIME_FIELDS = ("output", "data_dir", "device", "compile", "compile_mode", "resume")
+#: ``torch.compile`` modes; "reduce-overhead" replays CUDA graphs (CUDA only).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -92,6 +96,7 @@ class TrainConfig:
     amp_dtype: str | None = None
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str | None = None
     device: str | None = None
     resume: str | None = None
 
@@ -138,6 +143,13 @@ class TrainConfig:
         _check_choice("augment", self.augment, AUGMENTS)
         if self.amp_dtype is not None:
             _check_choice("amp_dtype", self.amp_dtype, AMP_DTYPES)
+        if self.compile_mode is not None:
+            _check_choice("compile_mode", self.compile_mode, COMPILE_MODES)
+            if not self.compile:
+                raise ValueError(
+                    f"compile_mode ({self.compile_mode!r}) applies with --compile only; add "
+                    "--compile or drop --compile-mode"
+                )
         for name in ("epochs", "batch_size", "final_batch_size", "validation_batch_size"):
             _check_int(name, getattr(self, name), low=1)
         _check_int("final_epochs", self.final_epochs, low=0, high=self.epochs)
@@ -148,6 +160,11 @@ class TrainConfig:
         _check_float("lr_gamma", self.lr_gamma, low=0.0)
         self._validate_milestones()
         self._validate_normalization()
+        if isinstance(self.warmup_epochs, (int, float)) and self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs}); lower "
+                "--warmup-epochs or raise --epochs"
+            )
         _check_float("warmup_epochs", self.warmup_epochs, low=0.0, high=self.epochs)
         _check_float("label_smoothing", self.label_smoothing, low=0.0, high=1.0)
         _check_float("max_shift", self.max_shift, low=0.0, high=0.5)
@@ -198,7 +215,9 @@ class Recipe:
 
     With ``batch_growth`` g and ``growth_fraction`` p, unless set explicitly,
     ``final_batch_size = g * batch_size`` and ``final_epochs = round(p * epochs)`` (halves
-    rounded up), so ``--epochs 15`` keeps the paper's 3:1 split as 11 + 4.
+    rounded up), so ``--epochs 15`` keeps the paper's 3:1 split as 11 + 4. The recipe's
+    ``warmup_epochs``, unless set explicitly, is capped at a quarter of the epochs, so
+    ``--recipe fast --epochs 1`` warms up for 0.25 epochs instead of failing.
 
     ``source_milestones`` are a multi-step schedule's milestones as its source writes them
     for the recipe's default epochs E0: 1-based numbers of the first epoch each new lr
@@ -319,6 +338,9 @@ def make_config(recipe: str = "paper", **overrides: Any) -> TrainConfig:
     batch = values.get("batch_size", TrainConfig.batch_size)
     values.setdefault("final_batch_size", spec.batch_growth * batch)
     values.setdefault("final_epochs", _round_half_up(spec.growth_fraction * epochs))
+    if "warmup_epochs" not in given:
+        # A recipe's warm-up is for its own length; a short run warms up for a quarter of it.
+        values["warmup_epochs"] = min(values.get("warmup_epochs", 0.0), epochs / 4)
     if spec.source_milestones and isinstance(epochs, int):
         scale = epochs / spec.defaults["epochs"]
         values.setdefault(
@@ -343,11 +365,28 @@ def resolve_config(
         return make_config(recipe or "paper", **given)
     from dwstft.train.checkpoint import load_checkpoint
 
-    saved = TrainConfig.from_dict(load_checkpoint(resume)["config"])
+    saved = saved_config(resume, load_checkpoint(resume)["config"])
     given = {**given, "recipe": recipe, "resume": str(resume)}
     if given.get("output") is None:
         given["output"] = str(Path(resume).parent)
     return merge_resumed(saved, given)
+
+
+def saved_config(path: str | Path, values: dict[str, Any]) -> TrainConfig:
+    """The validated :class:`TrainConfig` a checkpoint at ``path`` records.
+
+    Raises:
+        CheckpointError: the recorded config is not a valid one (named with the file).
+    """
+    try:
+        config = TrainConfig.from_dict(values)
+        config.validate()
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} records an invalid config ({err}); it was not written "
+            "by this version of dwstft or is damaged"
+        ) from None
+    return config
 
 
 def merge_resumed(saved: TrainConfig, given: dict[str, Any]) -> TrainConfig:

@@ -13,6 +13,7 @@ from torch import nn
 
 from dwstft.data import DeviceLoader, load_dataset
 from dwstft.device import resolve_device
+from dwstft.errors import CheckpointError
 from dwstft.train.distributed import DistContext
 from dwstft.train.metrics import Meter
 
@@ -108,9 +109,11 @@ def evaluate_checkpoint(
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(
-            f"checkpoint {str(checkpoint)!r} does not fit model {model_name!r}: {e}"
-        ) from e
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise CheckpointError(
+            f"checkpoint {str(checkpoint)!r} does not fit model {model_name!r} "
+            f"({'; '.join(lines[:2])}); pass the --model it was trained as"
+        ) from None
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)

@@ -31,6 +31,7 @@ import json
 import math
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from tqdm import tqdm
 from dwstft.data import BatchAugment, DatasetSplits, DeviceLoader, load_dataset
 from dwstft.data.augment import CropFlipRotate
 from dwstft.data.loader import derive_seed
+from dwstft.errors import CheckpointError, DwstftError
 from dwstft.models import create_model
 from dwstft.train.checkpoint import (
     atomic_write_text,
@@ -49,13 +51,15 @@ from dwstft.train.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from dwstft.train.config import TrainConfig, merge_resumed
+from dwstft.train.config import TrainConfig, merge_resumed, saved_config
 from dwstft.train.distributed import DistContext, any_rank, setup, teardown
 from dwstft.train.evaluate import amp_dtype_for, autocast, evaluate
 from dwstft.train.metrics import Meter, Record, TensorBoardLogger, write_history
 from dwstft.train.optim import build_optimizer, lr_at, set_lr
-from dwstft.viz import plot_curves
+from dwstft.train.run_folder import claim_run_folder
 
+#: torch.compile modes that capture CUDA graphs.
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 #: Steps between host synchronisations (progress bar refresh, non-finite loss check).
 SYNC_EVERY = 10
 #: Minimum seconds between two renderings of curves.png during a run (one takes ~0.2 s
@@ -64,9 +68,10 @@ CURVES_EVERY_S = 30.0
 _DROPOUT_STREAM = 2
 
 
-class RunSetupError(ValueError):
-    """The run cannot start as configured: the output folder holds another run, or the
-    batch sizes do not fit the data or the number of processes."""
+class RunSetupError(DwstftError, ValueError):
+    """The run cannot start as configured: the batch sizes do not fit the data or the
+    number of processes. (A run folder that cannot be used raises
+    :class:`~dwstft.errors.RunFolderError`.)"""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -136,7 +141,7 @@ class _Run:
     saved_epoch: int = -1
     best: dict[str, Any] = field(default_factory=lambda: {"test_acc": -1.0, "epoch": 0})
     history: list[Record] = field(default_factory=list)
-    curves_drawn_at: float = -math.inf
+    curves_drawn_at: float | None = -math.inf  # None: matplotlib is missing
 
     @property
     def checkpoint_path(self) -> Path:
@@ -150,16 +155,25 @@ def train(config: TrainConfig) -> TrainResult:
 
     Raises:
         ValueError: invalid config.
-        RunSetupError: ``config.output`` already holds another run, or a batch size does
-            not fit the data or the number of processes.
+        RunFolderError: ``config.output`` cannot be used: not a writable folder, in use by
+            another process, or holding another run (see :mod:`.run_folder`).
+        CheckpointError: ``config.resume`` cannot be read or does not fit the run.
+        RunSetupError: a batch size does not fit the data or the number of processes.
         NonFiniteLossError: the loss became NaN/inf (``last.pt`` keeps the last good epoch).
         TrainingInterrupted: Ctrl-C; ``last.pt`` holds the last completed epoch.
     """
     config.validate()
     ctx = setup(config.device)
     try:
-        run = _build_run(config, ctx)
-        return _fit(run)
+        if config.compile_mode in CUDA_GRAPH_MODES and ctx.device.type != "cuda":
+            raise RunSetupError(
+                f"--compile-mode {config.compile_mode} (--cuda-graphs) replays CUDA graphs and "
+                f"needs a CUDA device, but the run is on {ctx.device}; drop it on the CPU"
+            )
+        owner = claim_run_folder(config.output, config.resume) if ctx.is_main else nullcontext()
+        with owner:
+            run = _build_run(config, ctx)
+            return _fit(run)
     finally:
         teardown(ctx)
 
@@ -173,10 +187,8 @@ def _build_run(config: TrainConfig, ctx: DistContext) -> _Run:
             )
     saved = load_checkpoint(config.resume) if config.resume else None
     if saved is not None:
-        merge_resumed(TrainConfig.from_dict(saved["config"]), config.to_dict())
+        merge_resumed(saved_config(config.resume, saved["config"]), config.to_dict())
     run_dir = Path(config.output)
-    if ctx.is_main:
-        _prepare_run_dir(run_dir, resuming=saved is not None)
     splits = load_dataset(config.dataset, config.data_dir)
     torch.manual_seed(config.seed)
     model = create_model(
@@ -208,18 +220,8 @@ def _build_run(config: TrainConfig, ctx: DistContext) -> _Run:
         test_loader=test_loader,
     )
     if saved is not None:
-        _restore(run, saved)
+        _restore(run, saved, config.resume)
     return run
-
-
-def _prepare_run_dir(run_dir: Path, resuming: bool) -> None:
-    """Create ``run_dir``; refuse to start a new run over an existing one."""
-    if not resuming and any((run_dir / f).exists() for f in ("last.pt", "metrics.jsonl")):
-        raise RunSetupError(
-            f"output {str(run_dir)!r} already holds a run; pass --resume "
-            f"{run_dir / 'last.pt'} to continue it, or choose another --output"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _wrap(model: nn.Module, config: TrainConfig, ctx: DistContext) -> nn.Module:
@@ -229,7 +231,7 @@ def _wrap(model: nn.Module, config: TrainConfig, ctx: DistContext) -> nn.Module:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if config.compile:
-        net = torch.compile(net)
+        net = torch.compile(net, mode=config.compile_mode)
     return net
 
 
@@ -273,12 +275,25 @@ def _augmentation(config: TrainConfig, hflip: bool) -> BatchAugment | CropFlipRo
     return BatchAugment(hflip=hflip, max_shift=config.max_shift, max_rotation=config.max_rotation)
 
 
-def _restore(run: _Run, saved: dict[str, Any]) -> None:
-    """Load ``last.pt``'s state into ``run``."""
-    run.model.load_state_dict(saved["model"])
-    run.optimizer.load_state_dict(saved["optimizer"])
-    if run.scaler is not None and saved["scaler"]:
-        run.scaler.load_state_dict(saved["scaler"])
+def _restore(run: _Run, saved: dict[str, Any], path: str) -> None:
+    """Load ``last.pt``'s state (read from ``path``) into ``run``.
+
+    Raises:
+        CheckpointError: the saved weights or optimizer state do not fit the run's model.
+    """
+    try:
+        run.model.load_state_dict(saved["model"])
+        run.optimizer.load_state_dict(saved["optimizer"])
+        if run.scaler is not None and saved["scaler"]:
+            run.scaler.load_state_dict(saved["scaler"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()
+        raise CheckpointError(
+            f"checkpoint {path!r} does not fit model {run.config.model!r} "
+            f"({first[0] if first else type(err).__name__}"
+            f"{'; ' + first[1].strip() if len(first) > 1 else ''}); it was saved from another "
+            "model or is damaged"
+        ) from None
     run.epoch = run.saved_epoch = int(saved["epoch"])
     run.best = dict(saved["best"])
     run.history = [dict(r) for r in saved["history"]]
@@ -471,16 +486,29 @@ def _persist(run: _Run, new_best: bool = False) -> None:
     run.saved_epoch = run.epoch
     if run.history:
         write_history(run.run_dir, run.history)
-        if time.monotonic() - run.curves_drawn_at >= CURVES_EVERY_S:
+        drawn = run.curves_drawn_at
+        if drawn is not None and time.monotonic() - drawn >= CURVES_EVERY_S:
             _draw_curves(run)
 
 
 def _draw_curves(run: _Run, history: list[Record] | None = None) -> None:
-    """Render curves.png from ``history`` (default: the whole run so far)."""
+    """Render curves.png from ``history`` (default: the whole run so far); without
+    matplotlib (the ``viz`` extra) say once that it is skipped."""
     history = run.history if history is None else history
-    if history:
-        plot_curves({run.config.model: history}, run.run_dir / "curves.png", _title(run.config))
-        run.curves_drawn_at = time.monotonic()
+    if not history or run.curves_drawn_at is None:
+        return
+    try:
+        from dwstft.viz import plot_curves
+    except ImportError:
+        print(
+            "note: curves.png is not drawn: matplotlib is not installed "
+            "(pip install 'dwstft[viz]'); metrics.jsonl and summary.csv hold the numbers",
+            file=sys.stderr,
+        )
+        run.curves_drawn_at = None
+        return
+    plot_curves({run.config.model: history}, run.run_dir / "curves.png", _title(run.config))
+    run.curves_drawn_at = time.monotonic()
 
 
 def _title(config: TrainConfig) -> str:

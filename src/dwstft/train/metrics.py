@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from dwstft.train.checkpoint import atomic_write_text
+from dwstft._atomic import atomic_write_text, read_text_file
 from dwstft.train.distributed import DistContext, all_reduce_sum
 
 COLUMNS = (
@@ -77,8 +77,16 @@ def write_history(run_dir: str | Path, history: Sequence[Record]) -> None:
 
 def read_history(run_dir: str | Path) -> list[Record]:
     """The records of ``run_dir/metrics.jsonl``."""
-    text = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    path = Path(run_dir) / "metrics.jsonl"
+    records = []
+    for number, line in enumerate(read_text_file(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number} is not valid JSON ({err.msg})") from None
+    return records
 
 
 class TensorBoardLogger:

@@ -1,0 +1,148 @@
+"""Ownership of a run folder: one process writes it, and a new run never mixes with another.
+
+:func:`claim_run_folder` creates the folder if needed and takes an exclusive, non-blocking
+``fcntl.flock`` on ``<folder>/.dwstft.lock`` that the process holds for the run's whole life.
+The kernel drops the lock when the process ends in any way (a crash or ``kill -9``
+included), so a lock never goes stale; a second process that tries while the first lives
+is refused at once. The checks that follow (does the folder hold another run?) happen
+under the lock, so two runs started at the same moment cannot both pass them.
+
+The lock file is removed when the run ends, and the folder too if the run created it and
+wrote nothing into it (it failed while setting up). Under the lock, leftovers of an
+interrupted atomic write (``.<file>.<random>.tmp``, see :mod:`dwstft._atomic`) cannot belong
+to a live writer, so they are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from dwstft.errors import RunFolderError
+
+LOCK_NAME = ".dwstft.lock"
+#: Files a run writes into its folder; any of them marks the folder as holding a run.
+RUN_FILES = (
+    "config.json",
+    "last.pt",
+    "best.safetensors",
+    "metrics.jsonl",
+    "summary.csv",
+    "curves.png",
+)
+
+
+def holds_a_run(folder: Path) -> bool:
+    """Whether ``folder`` holds any file a run writes."""
+    return any((folder / name).exists() for name in RUN_FILES)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files interrupted atomic writes of :data:`RUN_FILES` left in
+    ``folder``; returns what was removed. Only call it while holding the folder's lock."""
+    removed = []
+    for name in RUN_FILES:
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def _make_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(
+            f"--output {str(folder)!r} exists and is not a folder; choose another --output"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise RunFolderError(
+            f"--output {str(folder)!r} cannot be created: a part of its path is a file; "
+            "choose another --output"
+        ) from None
+    except PermissionError:
+        raise RunFolderError(
+            f"--output {str(folder)!r} cannot be created: permission denied; choose a "
+            "folder you may write"
+        ) from None
+
+
+def _lock(folder: Path) -> int:
+    """Open and flock the folder's lock file; returns the descriptor.
+
+    The lock file may be unlinked by a holder that wrote nothing (see
+    :func:`claim_run_folder`); a lock taken on an unlinked file is worthless, so the path is
+    checked to still name the locked file, and the attempt repeated if not."""
+    path = folder / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise RunFolderError(
+                f"--output {str(folder)!r} is not writable ({err.strerror}); choose a folder "
+                "you may write"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "another process"
+            os.close(fd)
+            raise RunFolderError(
+                f"run folder {str(folder)!r} is in use by {holder}; wait for that run to end, "
+                "or choose another --output"
+            ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"process {os.getpid()}".encode("ascii"))
+    return fd
+
+
+@contextlib.contextmanager
+def claim_run_folder(folder: str | Path, resume_from: str | Path | None = None) -> Iterator[Path]:
+    """Hold ``folder`` for a run: create it, lock it, check it, clean it; yields its path.
+
+    Args:
+        folder: the run folder (``--output``).
+        resume_from: the ``last.pt`` a resumed run continues, or None for a new run.
+
+    Raises:
+        RunFolderError: ``folder`` is not a folder or not writable; another process holds
+            it; a new run was asked for in a folder that holds a run; or a resumed run was
+            pointed at a folder that holds a different run (anything but its own folder
+            must be empty).
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    _make_folder(folder)
+    fd = _lock(folder)
+    try:
+        own = resume_from is not None and Path(resume_from).resolve().parent == folder.resolve()
+        if not own and holds_a_run(folder):
+            if resume_from is None:
+                hint = f"pass --resume {folder / 'last.pt'} to continue it"
+            else:
+                hint = f"resume from {folder / 'last.pt'} to continue that run"
+            raise RunFolderError(
+                f"--output {str(folder)!r} already holds a run; {hint}, or choose another --output"
+            )
+        remove_stale_temporaries(folder)
+        yield folder
+    finally:
+        # Unlinked while still locked: a process waiting on this file sees it vanish and
+        # retries (see _lock). A folder this call created and nothing was written to (the
+        # run failed while setting up) goes too.
+        with contextlib.suppress(OSError):
+            (folder / LOCK_NAME).unlink()
+            if created and not any(folder.iterdir()):
+                folder.rmdir()
+        os.close(fd)

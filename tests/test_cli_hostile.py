@@ -1,0 +1,331 @@
+"""The hostile user, end to end through the real console script.
+
+Every case runs ``dwstft`` in a subprocess, as a user would, and asserts: exit status 2, a
+message on one line that names the problem (``dwstft <command>: error: ...``), no
+traceback, nothing executed, nothing written outside the output the user named, and no
+half-written output left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_archive import dump, make_batch, write_folder
+from dwstft.data import CIFAR_SPECS
+from dwstft.train import make_config, train
+
+pytestmark = pytest.mark.slow
+
+DWSTFT = shutil.which("dwstft", path=str(Path(sys.executable).parent)) or "dwstft"
+#: urllib honours these; a closed local port makes every download fail at once.
+OFFLINE = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+TRAIN_DIGITS = ["train", "--model", "stftnet_b8_f128", "--dataset", "digits"]
+
+
+def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``dwstft ARGS`` in ``cwd`` with a clean debug setting."""
+    environment = {k: v for k, v in os.environ.items() if k != "DWSTFT_DEBUG"}
+    environment.update(env or {})
+    return subprocess.run(
+        [DWSTFT, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300
+    )
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, command: str, *phrases: str) -> str:
+    """Exit 2, one stderr line ``dwstft <command>: error: ...`` holding every phrase."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"dwstft {command}: error: "), lines[0]
+    for phrase in phrases:
+        assert phrase in lines[0], (phrase, lines[0])
+    return lines[0]
+
+
+def tree(root: Path) -> set[str]:
+    """Every path below ``root``, relative to it."""
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A real one-epoch digits run folder (last.pt, best.safetensors, metrics...)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    train(make_config("fast", model="stftnet_b8_f128", dataset="digits", epochs=1, output=str(out)))
+    return out
+
+
+# --- data -----------------------------------------------------------------------------
+
+
+class WritesMarker:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickle_naming_a_forbidden_global_is_refused_and_never_runs(tmp_path):
+    write_folder(tmp_path / "data", "cifar10")
+    marker = tmp_path / "MARKER"
+    batch = make_batch(0, "labels", 10)
+    batch[b"labels"] = WritesMarker(marker)
+    dump(tmp_path / "data" / "cifar-10-batches-py" / "data_batch_1", batch)
+    before = tree(tmp_path)
+    proc = run(*TRAIN_DIGITS[:3], "--dataset", "cifar10", "--data-dir", "data", "--output", "o",
+               cwd=tmp_path)  # fmt: skip
+    assert_clean_error(proc, "train", "data_batch_1", "refusing", "system")
+    assert not marker.exists()
+    assert tree(tmp_path) == before
+
+
+def test_a_garbled_pickle_names_the_file(tmp_path):
+    write_folder(tmp_path / "data", "cifar10")
+    (tmp_path / "data" / "cifar-10-batches-py" / "test_batch").write_bytes(b"\x80\x02}q\x00(")
+    proc = run(*TRAIN_DIGITS[:3], "--dataset", "cifar10", "--data-dir", "data", "--output", "o",
+               cwd=tmp_path)  # fmt: skip
+    assert_clean_error(proc, "train", "test_batch")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_tampered_archive_fails_its_checksum(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / CIFAR_SPECS["cifar100"].archive).write_bytes(b"\x1f\x8b not cifar")
+    proc = run(*TRAIN_DIGITS[:3], "--dataset", "cifar100", "--data-dir", "data", "--output", "o",
+               cwd=tmp_path, env=OFFLINE)  # fmt: skip
+    assert_clean_error(proc, "train", "cifar-100-python.tar.gz", "MD5")
+
+
+def test_missing_data_while_offline_says_where_to_put_it(tmp_path):
+    proc = run(*TRAIN_DIGITS[:3], "--dataset", "cifar10", "--data-dir", "empty", "--output", "o",
+               cwd=tmp_path, env=OFFLINE)  # fmt: skip
+    assert_clean_error(proc, "train", "cifar-10-python.tar.gz", "empty")
+    assert not (tmp_path / "o").exists()
+
+
+# --- damaged checkpoints ----------------------------------------------------------------
+
+
+def _zip_without_data(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/version", "3\n")
+
+
+def _damaged_checkpoints(good: Path) -> dict[str, callable]:
+    data = good.read_bytes()
+    saved = torch.load(good, weights_only=True)
+    no_optimizer = {k: v for k, v in saved.items() if k != "optimizer"}
+    other_model = {**saved, "config": {**saved["config"], "model": "stftnet_b16_f128"}}
+    return {
+        "truncated": lambda p: p.write_bytes(data[: len(data) // 2]),
+        "random": lambda p: p.write_bytes(os.urandom(4096)),
+        "json": lambda p: p.write_text(json.dumps({"epoch": 3})),
+        "empty": lambda p: p.write_bytes(b""),
+        "zip_without_data": _zip_without_data,
+        "no_optimizer": lambda p: torch.save(no_optimizer, p),
+        "config_names_another_model": lambda p: torch.save(other_model, p),
+    }
+
+
+CHECKPOINT_CASES = [
+    "truncated",
+    "random",
+    "json",
+    "empty",
+    "zip_without_data",
+    "no_optimizer",
+    "config_names_another_model",
+]
+
+
+@pytest.mark.parametrize("case", CHECKPOINT_CASES)
+def test_resume_from_a_damaged_checkpoint(tmp_path, finished_run, case):
+    bad = tmp_path / "run" / "last.pt"
+    bad.parent.mkdir()
+    _damaged_checkpoints(finished_run / "last.pt")[case](bad)
+    before = tree(tmp_path)
+    proc = run("train", "--resume", str(bad), cwd=tmp_path)
+    assert_clean_error(proc, "train", str(bad))
+    assert tree(tmp_path) == before
+
+
+def test_resume_from_a_folder_says_it_is_a_folder(tmp_path, finished_run):
+    proc = run("train", "--resume", str(finished_run), cwd=tmp_path)
+    assert_clean_error(proc, "train", "is a folder", "last.pt")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+@pytest.mark.parametrize("damage", ["truncated", "random", "empty"])
+def test_eval_of_a_damaged_checkpoint(tmp_path, finished_run, suffix, damage):
+    source = finished_run / ("best.safetensors" if suffix == ".safetensors" else "last.pt")
+    data = source.read_bytes()
+    bad = tmp_path / f"weights{suffix}"
+    bad.write_bytes(
+        {"truncated": data[: len(data) // 2], "random": os.urandom(4096), "empty": b""}[damage]
+    )
+    proc = run("eval", "--checkpoint", str(bad), "--model", "stftnet_b8_f128",
+               "--dataset", "digits", cwd=tmp_path)  # fmt: skip
+    assert_clean_error(proc, "eval", str(bad))
+
+
+# --- outputs ----------------------------------------------------------------------------
+
+
+def test_train_output_that_is_a_file(tmp_path):
+    (tmp_path / "taken").write_text("mine")
+    proc = run(*TRAIN_DIGITS, "--output", "taken", cwd=tmp_path)
+    assert_clean_error(proc, "train", "taken", "not a folder")
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+def test_train_output_below_a_file(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    proc = run(*TRAIN_DIGITS, "--output", "file/run", cwd=tmp_path)
+    assert_clean_error(proc, "train", "file/run")
+
+
+def test_train_output_that_cannot_be_written(tmp_path):
+    proc = run(*TRAIN_DIGITS, "--output", "/proc/dwstft-run", cwd=tmp_path)
+    assert_clean_error(proc, "train", "/proc/dwstft-run")
+
+
+@pytest.mark.parametrize(
+    ("output", "phrase"),
+    [("folder.png", "is a folder"), ("file/x.png", "is a file"), ("/proc/x.png", "/proc")],
+)
+def test_viz_output_that_cannot_be_written(tmp_path, output, phrase):
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "file").write_text("mine")
+    before = tree(tmp_path)
+    proc = run("viz", "basis", "--output", output, cwd=tmp_path)
+    assert_clean_error(proc, "viz basis", phrase)
+    assert tree(tmp_path) == before
+
+
+def test_bench_output_is_checked_before_the_benchmark_runs(tmp_path):
+    (tmp_path / "folder").mkdir()
+    proc = run("bench", "models", "--models", "mobilenetv2", "--output", "folder", cwd=tmp_path)
+    assert_clean_error(proc, "bench models", "is a folder")
+
+
+# --- devices ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("device", "phrase"), [("bogus", "not a device name"), ("cuda", "not available")]
+)
+def test_train_on_a_device_this_machine_lacks(tmp_path, device, phrase):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = run(*TRAIN_DIGITS, "--output", "o", "--device", device, cwd=tmp_path)
+    assert_clean_error(proc, "train", f"--device {device!r}", phrase)
+    assert not (tmp_path / "o").exists()
+
+
+def test_eval_on_a_bogus_device(tmp_path, finished_run):
+    proc = run("eval", "--checkpoint", str(finished_run / "best.safetensors"),
+               "--device", "bogus", cwd=tmp_path)  # fmt: skip
+    assert_clean_error(proc, "eval", "'bogus'")
+
+
+# --- run folders: no silent data loss ---------------------------------------------------
+
+
+def test_simultaneous_starts_on_one_folder_run_exactly_one(tmp_path):
+    n = 4
+    environment = {k: v for k, v in os.environ.items() if k != "DWSTFT_DEBUG"}
+    procs = [
+        subprocess.Popen(
+            [DWSTFT, *TRAIN_DIGITS, "--epochs", "1", "--recipe", "fast", "--output", "shared"],
+            cwd=tmp_path,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    results = [(p, *p.communicate(timeout=300)) for p in procs]
+    winners = [r for r in results if r[0].returncode == 0]
+    losers = [r for r in results if r[0].returncode != 0]
+    assert len(winners) == 1 and len(losers) == n - 1
+    for proc, _, stderr in losers:
+        line = assert_clean_error(
+            subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr), "train"
+        )
+        assert "in use by process" in line or "already holds a run" in line
+    shared = tmp_path / "shared"
+    assert [r["epoch"] for r in map(json.loads, (shared / "metrics.jsonl").open())] == [1]
+    assert torch.load(shared / "last.pt", weights_only=True)["epoch"] == 1
+    assert not list(shared.glob(".*.tmp"))
+
+
+def test_resume_into_a_folder_holding_another_run_is_refused(tmp_path, finished_run):
+    other = tmp_path / "other"
+    shutil.copytree(finished_run, other)
+    (other / "config.json").write_text('{"mine": true}')
+    before = {p: p.read_bytes() for p in other.iterdir() if p.is_file()}
+    proc = run("train", "--resume", str(finished_run / "last.pt"), "--output", str(other),
+               cwd=tmp_path)  # fmt: skip
+    assert_clean_error(proc, "train", "already holds a run")
+    assert {p: p.read_bytes() for p in other.iterdir() if p.is_file()} == before
+
+
+def test_a_new_run_over_a_finished_one_is_refused(tmp_path, finished_run):
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy)
+    proc = run(*TRAIN_DIGITS, "--output", str(copy), cwd=tmp_path)
+    assert_clean_error(proc, "train", "already holds a run", "--resume")
+
+
+def test_resume_removes_the_litter_of_a_hard_kill(tmp_path, finished_run):
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy)
+    litter = [copy / ".last.pt.k1ll3d.tmp", copy / ".best.safetensors.x9.tmp"]
+    litter += [copy / ".metrics.jsonl.q.tmp"]
+    for path in litter:
+        path.write_bytes(b"\0" * 1024)
+    keep = copy / ".notes.tmp"
+    keep.write_text("not ours")
+    proc = run("train", "--resume", str(copy / "last.pt"), "--epochs", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not any(p.exists() for p in litter) and keep.exists()
+
+
+# --- small things -----------------------------------------------------------------------
+
+
+def test_binary_metrics_name_the_file(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_bytes(b"\xff\xfe\x00binary")
+    proc = run("viz", "curves", "run", "--output", "c.png", cwd=tmp_path)
+    assert_clean_error(proc, "viz curves", "metrics.jsonl", "not UTF-8")
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_an_image_that_is_a_folder(tmp_path):
+    (tmp_path / "pics").mkdir()
+    proc = run("viz", "features", "--image", "pics", "--output", "f.png", cwd=tmp_path)
+    assert_clean_error(proc, "viz features", "is a folder")
+
+
+def test_a_bad_option_value_is_one_line_too(tmp_path):
+    proc = run(*TRAIN_DIGITS, "--epochs", "0", "--output", "o", cwd=tmp_path)
+    assert_clean_error(proc, "train", "--epochs", "must be an int >= 1", "--help")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = run(*TRAIN_DIGITS, "--output", "o", "--device", "bogus", "--debug", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+    assert "DeviceUnavailableError" in proc.stderr

@@ -1,0 +1,118 @@
+"""Backbone use in timm's conventions: feature_info, forward_intermediates, features_only,
+torch.fx tracing, and the model options create_model names."""
+
+from __future__ import annotations
+
+import pydoc
+
+import pytest
+import torch
+import torch.fx
+
+from dwstft.models import FeatureExtractor, create_model, list_models, model_options
+
+#: Stage-end channels of each model at 32×32, read off the architectures' definitions
+#: (MobileNet downsamples 16×, like its public CIFAR versions: five stages).
+STAGE_CHANNELS = {
+    "mobilenet": [64, 128, 256, 512, 1024],
+    "mobilenetv2": [24, 32, 96, 1280],
+    "shufflenet": [24, 200, 400, 800],
+    "shufflenetv2": [24, 116, 232, 1024],
+    "relpunet": [256] * 4,
+    "stftnet_b8_f128": [128] * 4,
+    "stftnet_b64_f384": [384] * 4,
+}
+
+
+@pytest.mark.parametrize("name", sorted(STAGE_CHANNELS))
+def test_feature_info_and_intermediates(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    info = model.feature_info
+    assert [f.num_chs for f in info] == STAGE_CHANNELS[name]
+    assert [f.reduction for f in info] == [2**i for i in range(len(info))]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        final, maps = model.forward_intermediates(x)
+        assert torch.equal(final, model.forward_features(x))
+        assert [tuple(m.shape) for m in maps] == [
+            (2, f.num_chs, 32 // f.reduction, 32 // f.reduction) for f in info
+        ]
+        assert torch.equal(maps[-1], final)
+        backbone = create_model(name, features_only=True, out_indices=(1, -1))
+        backbone.load_state_dict(model.state_dict(), strict=False)
+        picked = backbone.eval()(x)
+        assert [m.shape for m in picked] == [maps[1].shape, maps[-1].shape]
+        assert torch.equal(picked[0], maps[1]) and torch.equal(picked[1], maps[-1])
+
+
+def test_intermediates_only_and_stop_early():
+    model = create_model("stftnet_b8_f128").eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        maps = model.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert [m.shape[-1] for m in maps] == [8, 4]
+        final, maps = model.forward_intermediates(x, indices=[0], stop_early=True)
+        assert torch.equal(final, maps[0]) and final.shape[-1] == 32
+
+
+def test_feature_info_leaves_batchnorm_statistics_and_mode_alone():
+    model = create_model("mobilenetv2").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.feature_info  # noqa: B018 (the property runs the probe)
+    assert model.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("indices", [0, 5, [4], [-5]])
+def test_out_of_range_stages_are_refused(indices):
+    with pytest.raises(ValueError, match=r"out of range|must be in"):
+        create_model("stftnet_b8_f128", features_only=True, out_indices=indices)
+
+
+def test_the_backbone_drops_the_head_and_the_unused_stages():
+    backbone = create_model("stftnet_b8_f128", features_only=True, out_indices=[1])
+    assert isinstance(backbone, FeatureExtractor)
+    assert not any(name.startswith("head") for name, _ in backbone.named_parameters())
+    assert len(backbone.features) == backbone.feature_info[0].index + 1
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_is_fx_traceable_and_exact(name):
+    torch.manual_seed(1)
+    model = create_model(name).eval()
+    traced = torch.fx.symbolic_trace(model)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(traced(x), model(x))
+    torch.fx.symbolic_trace(model.train())  # the training graph records too
+
+
+def test_the_backbone_is_fx_traceable():
+    backbone = create_model("shufflenetv2", features_only=True).eval()
+    traced = torch.fx.symbolic_trace(backbone)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(traced(x), backbone(x), strict=True))
+
+
+def test_an_unknown_option_names_what_the_model_takes():
+    with pytest.raises(ValueError, match="does not take features_onli") as info:
+        create_model("stftnet_b8_f128", features_onli=True)
+    message = str(info.value)
+    assert "stage_blocks=(4, 4, 4, 4)" in message and "STFTNetSpec" not in message
+    assert model_options("shufflenet") == {
+        "groups": 2,
+        "width_mult": 1.0,
+        "group_first_unit": False,
+        "conv_bias": False,
+    }
+    with pytest.raises(ValueError, match="out_indices applies with features_only"):
+        create_model("mobilenet", out_indices=[1])
+
+
+def test_help_lists_every_model_and_its_options():
+    text = pydoc.render_doc(create_model, renderer=pydoc.plaintext)
+    for name in list_models():
+        assert f"``{name}``" in text
+    assert "width_mult=1.0" in text and "features_only" in text
