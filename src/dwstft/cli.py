@@ -768,7 +768,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         "--models",
         nargs="+",
         metavar="NAME",
-        help="names or shell patterns (default: every Table 2 row; e.g. add "
+        help="names or shell patterns, in place of the default: every Table 2 row (e.g. "
         "'stftnet_paramfit_*' for the parameter-matched STFTNet reading)",
     )
     t2.add_argument(
