@@ -1,4 +1,4 @@
-"""The four depthwise-separable baselines of Table 2: sizes, shapes, gradients, arguments."""
+"""The depthwise-separable baselines of Table 2: sizes, MACs, shapes, gradients, arguments."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from dwstft.bench.complexity import count_macs
 from dwstft.models import create_model, paper_reference
 from dwstft.models.shufflenet import channel_shuffle
 
@@ -19,7 +20,13 @@ TABLE2 = {
     "mobilenet": (3.31, 1024, 91.87, 65.98),
     "mobilenetv2": (2.36, 1280, 93.14, 68.08),
 }
+# shufflenet_g3 carries Table 2's ShuffleNet row (its CIFAR-100 number came from a g = 3
+# network) but is 960 features wide.
+TABLE2["shufflenet_g3"] = TABLE2["shufflenet"]
 NAMES = sorted(TABLE2)
+FEATURES = {name: row[1] for name, row in TABLE2.items()} | {"shufflenet_g3": 960}
+# Side of the last feature map for a 32×32 input.
+FINAL_MAP = dict.fromkeys(NAMES, 4) | {"mobilenet": 2}
 
 
 def trainable(model: nn.Module) -> int:
@@ -59,27 +66,36 @@ def mobilenetv2_count(num_classes: int, in_chans: int) -> int:
     return total + 320 * 1280 + bn(1280) + linear(1280, num_classes)
 
 
-def shufflenet_count(num_classes: int, in_chans: int) -> int:
-    """ShuffleNet v1, g = 2, by hand: bottleneck = out/4, grouped 1×1 convs divide by g."""
-    g = 2
+def shufflenet_count(
+    num_classes: int, in_chans: int, g: int = 2, group_first: bool = False, bias: bool = False
+) -> int:
+    """ShuffleNet v1 by hand: bottleneck = out/4, grouped 1×1 convs divide by g; ``bias``
+    adds one per output channel of every conv."""
+    widths = {2: (200, 400, 800), 3: (240, 480, 960)}[g]
+
+    def conv(weights: int, cout: int) -> int:
+        return weights + (cout if bias else 0) + bn(cout)
 
     def unit(cin: int, cout: int, stride: int, first_groups: int) -> int:
         mid = cout // 4
         branch_out = cout - cin if stride == 2 else cout
         return (
-            cin * mid // first_groups
-            + bn(mid)
-            + 3 * 3 * mid
-            + bn(mid)
-            + mid * branch_out // g
-            + bn(branch_out)
+            conv(cin * mid // first_groups, mid)
+            + conv(3 * 3 * mid, mid)
+            + conv(mid * branch_out // g, branch_out)
         )
 
-    total = 3 * 3 * in_chans * 24 + bn(24)
-    total += unit(24, 200, 2, 1) + 3 * unit(200, 200, 1, g)
-    total += unit(200, 400, 2, g) + 7 * unit(400, 400, 1, g)
-    total += unit(400, 800, 2, g) + 3 * unit(800, 800, 1, g)
-    return total + linear(800, num_classes)
+    total = conv(3 * 3 * in_chans * 24, 24)
+    cin = 24
+    for cout, repeats in zip(widths, (4, 8, 4), strict=True):
+        first_groups = g if cin != 24 or group_first else 1
+        total += unit(cin, cout, 2, first_groups) + (repeats - 1) * unit(cout, cout, 1, g)
+        cin = cout
+    return total + linear(widths[-1], num_classes)
+
+
+def shufflenet_g3_count(num_classes: int, in_chans: int) -> int:
+    return shufflenet_count(num_classes, in_chans, g=3, group_first=True, bias=True)
 
 
 def shufflenetv2_count(num_classes: int, in_chans: int) -> int:
@@ -106,8 +122,24 @@ HAND_COUNTS = {
     "mobilenet": mobilenet_count,
     "mobilenetv2": mobilenetv2_count,
     "shufflenet": shufflenet_count,
+    "shufflenet_g3": shufflenet_g3_count,
     "shufflenetv2": shufflenetv2_count,
 }
+
+
+def mobilenet_macs(num_classes: int, unstrided: tuple[int, ...] = ()) -> int:
+    """MobileNet v1 MACs on one 32×32 image by hand: stem stride 1, the blocks opening the
+    128-, 256-, 512- and 1024-channel stages at stride 2 unless their index (0-12) is in
+    ``unstrided``; MACs of a conv = weights per output pixel × output pixels."""
+    widths = [64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024]
+    strided = {1, 3, 5, 11} - set(unstrided)
+    side, cin = 32, 32
+    total = 3 * 3 * 3 * 32 * side * side
+    for index, cout in enumerate(widths):
+        side //= 2 if index in strided else 1
+        total += (3 * 3 * cin + cin * cout) * side * side
+        cin = cout
+    return total + 1024 * num_classes
 
 
 @pytest.fixture(scope="module", params=NAMES)
@@ -119,6 +151,37 @@ def name_and_model(request: pytest.FixtureRequest) -> tuple[str, nn.Module]:
 def test_mobilenet_count_matches_known_total() -> None:
     # 3,206,976 in the conv body (the brief's ≈3.21M) plus the 1024 → 100 linear.
     assert mobilenet_count(100, 3) == 3_206_976 + 102_500
+
+
+def test_shufflenet_g3_count_written_out() -> None:
+    # weiaicunzai/pytorch-cifar100's ShuffleNet (README: 1.0M): 1,000,828 without its
+    # 12,240 conv biases, with its dense-input 24 → 60 compression grouped (−960).
+    assert shufflenet_g3_count(100, 3) == 1_012_108
+    assert shufflenet_count(100, 3, g=3) == 1_012_108 - 12_240 + 960
+
+
+def test_mobilenet_downsamples_like_the_public_cifar_versions() -> None:
+    public = create_model("mobilenet", num_classes=100).eval()
+    stride8 = create_model("mobilenet", num_classes=100, downsampling=8).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert public.forward_features(x).shape == (1, 1024, 2, 2)
+        assert stride8.forward_features(x).shape == (1, 1024, 4, 4)
+    assert count_macs(public) == mobilenet_macs(100) == 46_446_592
+    assert count_macs(stride8) == mobilenet_macs(100, unstrided=(1,)) == 175_648_768
+    assert trainable(public) == trainable(stride8)
+    with pytest.raises(ValueError, match=r"downsampling must be one of \[8, 16\].*got 4"):
+        create_model("mobilenet", downsampling=4)
+
+
+def test_shufflenet_g3_is_the_repository_network() -> None:
+    model = create_model("shufflenet_g3", num_classes=100)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.bias is not None for c in convs)
+    units = [m for m in model.features if hasattr(m, "compress")]
+    assert len(units) == 16 and all(u.compress[0].groups == 3 for u in units)
+    assert units[0].expand[-2].out_channels == 240 - 24  # concatenated with the 24 input
+    assert model.num_features == 960
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -147,8 +210,9 @@ def test_pre_logit_width_and_feature_map(name_and_model: tuple[str, nn.Module]) 
     with torch.no_grad():
         feats = model.forward_features(torch.randn(2, 3, 32, 32))
         pooled = model.forward_head(feats, pre_logits=True)
-    assert feats.shape == (2, TABLE2[name][1], 4, 4)
-    assert pooled.shape == (2, TABLE2[name][1]) == (2, model.num_features)
+    side = FINAL_MAP[name]
+    assert feats.shape == (2, FEATURES[name], side, side)
+    assert pooled.shape == (2, FEATURES[name]) == (2, model.num_features)
     torch.testing.assert_close(pooled, feats.mean(dim=(2, 3)))
 
 
@@ -185,7 +249,7 @@ def test_reset_classifier(name_and_model: tuple[str, nn.Module]) -> None:
         assert model(x).shape == (2, 7)
     model.reset_classifier(0)
     with torch.no_grad():
-        assert model(x).shape == (2, TABLE2[name][1])
+        assert model(x).shape == (2, FEATURES[name])
 
 
 def test_channel_shuffle_exact_permutation() -> None:

@@ -11,9 +11,10 @@ import torch.fx
 
 from dwstft.models import FeatureExtractor, create_model, list_models, model_options
 
-#: Stage-end channels of each model at 32×32, read off the architectures' definitions.
+#: Stage-end channels of each model at 32×32, read off the architectures' definitions
+#: (MobileNet downsamples 16×, like its public CIFAR versions: five stages).
 STAGE_CHANNELS = {
-    "mobilenet": [128, 256, 512, 1024],
+    "mobilenet": [64, 128, 256, 512, 1024],
     "mobilenetv2": [24, 32, 96, 1280],
     "shufflenet": [24, 200, 400, 800],
     "shufflenetv2": [24, 116, 232, 1024],
@@ -29,7 +30,7 @@ def test_feature_info_and_intermediates(name):
     model = create_model(name).eval()
     info = model.feature_info
     assert [f.num_chs for f in info] == STAGE_CHANNELS[name]
-    assert [f.reduction for f in info] == [1, 2, 4, 8]
+    assert [f.reduction for f in info] == [2**i for i in range(len(info))]
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         final, maps = model.forward_intermediates(x)
@@ -41,8 +42,8 @@ def test_feature_info_and_intermediates(name):
         backbone = create_model(name, features_only=True, out_indices=(1, -1))
         backbone.load_state_dict(model.state_dict(), strict=False)
         picked = backbone.eval()(x)
-        assert [m.shape for m in picked] == [maps[1].shape, maps[3].shape]
-        assert torch.equal(picked[0], maps[1]) and torch.equal(picked[1], maps[3])
+        assert [m.shape for m in picked] == [maps[1].shape, maps[-1].shape]
+        assert torch.equal(picked[0], maps[1]) and torch.equal(picked[1], maps[-1])
 
 
 def test_intermediates_only_and_stop_early():
@@ -100,7 +101,12 @@ def test_an_unknown_option_names_what_the_model_takes():
         create_model("stftnet_b8_f128", features_onli=True)
     message = str(info.value)
     assert "stage_blocks=(4, 4, 4, 4)" in message and "STFTNetSpec" not in message
-    assert model_options("shufflenet") == {"groups": 2, "width_mult": 1.0}
+    assert model_options("shufflenet") == {
+        "groups": 2,
+        "width_mult": 1.0,
+        "group_first_unit": False,
+        "conv_bias": False,
+    }
     with pytest.raises(ValueError, match="out_indices applies with features_only"):
         create_model("mobilenet", out_indices=[1])
 

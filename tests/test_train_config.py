@@ -142,3 +142,151 @@ def test_train_help_marks_required_options_and_shows_each_recipes_defaults(capsy
     assert text.count("(required for a new run") == 3
     for name, recipe in RECIPES.items():
         assert f"{name} {recipe.defaults['lr']}" in text
+
+
+# --- the baseline recipe: weiaicunzai/pytorch-cifar100, which produced Table 2's CIFAR-100
+# baseline numbers (train.py, utils.py WarmUpLR, conf/global_settings.py).
+
+CIFAR100 = {"model": "mobilenet", "dataset": "cifar100", "output": "unused"}
+#: Optimiser steps per epoch there: 50,000 images in batches of 128, the last one partial.
+STEPS = math.ceil(50_000 / 128)
+
+
+def test_baseline_recipe_is_the_repositorys():
+    c = make_config("baseline", **CIFAR100)
+    assert (c.opt, c.lr, c.momentum, c.weight_decay, c.decay_all_params) == (
+        "momentum",
+        0.1,
+        0.9,
+        5e-4,
+        True,
+    )
+    assert (c.epochs, c.batch_size, c.drop_last, c.label_smoothing) == (200, 128, False, 0.0)
+    assert batch_sizes(c) == [128] * 200
+    assert (c.sched, c.lr_gamma, c.warmup_epochs, c.warmup_lr) == ("multistep", 0.2, 1.0, 0.0)
+    assert (c.augment, c.crop_padding, c.max_rotation) == ("crop_flip_rotate", 4, 15.0)
+    assert c.norm_mean == (0.5070751592371323, 0.48654887331495095, 0.4409178433670343)
+    assert c.norm_std == (0.2673342858792401, 0.2564384629170883, 0.27615047132568404)
+    # its constants are CIFAR-100's; elsewhere the split's own statistics are used
+    assert make_config("baseline", **{**CIFAR100, "dataset": "cifar10"}).norm_mean is None
+    # on 8×8 digits the crop pads 1 pixel, an eighth of the side as 4 of 32
+    digits = make_config("baseline", **{**CIFAR100, "dataset": "digits"})
+    assert (digits.crop_padding, digits.norm_mean) == (1, None)
+    assert (
+        make_config("baseline", crop_padding=3, **{**CIFAR100, "dataset": "digits"}).crop_padding
+        == 3
+    )
+
+
+def test_baseline_lr_per_epoch_by_hand():
+    # train.py calls MultiStepLR(milestones=[60, 120, 160], gamma=0.2).step(epoch) before
+    # its 1-based epoch `epoch` (from epoch 2 on): bisect_right puts 0.1·0.2 into effect
+    # for its epoch 60, i.e. our 0-based epoch 59, and so on.
+    c = make_config("baseline", **CIFAR100)
+    expected = {1: 0.1, 58: 0.1, 59: 0.02, 60: 0.02, 118: 0.02, 119: 0.004, 120: 0.004}
+    expected |= {158: 0.004, 159: 0.0008, 160: 0.0008, 199: 0.0008}
+    for epoch, lr in expected.items():
+        for step in (0, STEPS // 2, STEPS - 1):
+            assert lr_at(c, epoch + step / STEPS) == pytest.approx(lr, rel=1e-12), epoch
+    assert c.lr_milestones == (59, 119, 159)
+
+
+def test_baseline_warmup_per_step_by_hand():
+    # WarmUpLR sets base_lr · i / (iters + 1e-8) after the i-th step of the first epoch
+    # (iters = 391), so step s (0-based) runs at 0.1 · s / 391: the first at 0, the last
+    # at 0.1 · 390/391. The 1e-8 changes these by a relative 3e-11.
+    c = make_config("baseline", **CIFAR100)
+    assert lr_at(c, 0.0) == 0.0
+    assert lr_at(c, 1 / STEPS) == pytest.approx(0.1 / 391, rel=1e-12)
+    assert lr_at(c, 390 / STEPS) == pytest.approx(0.1 * 390 / 391, rel=1e-12)
+    for s in range(STEPS):
+        assert lr_at(c, s / STEPS) == pytest.approx(0.1 * s / 391, rel=1e-12)
+    assert lr_at(c, 1.0) == 0.1  # epoch 2 (1-based): MultiStepLR.step(2) restores 0.1
+
+
+def test_baseline_schedule_matches_torch_schedulers_driven_like_the_repository():
+    # The repository's loop with torch's own schedulers, independent of lr_at: MultiStepLR,
+    # then a linear warm-up (its WarmUpLR) stepped after every step of epoch 1 only, and
+    # MultiStepLR.step(epoch) before every later epoch.
+    c = make_config("baseline", **CIFAR100)
+    param = nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    milestones = torch.optim.lr_scheduler.MultiStepLR(optimizer, [60, 120, 160], gamma=0.2)
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: i / (STEPS + 1e-8))
+    with pytest.warns(UserWarning):
+        for epoch in range(1, 201):
+            if epoch > 1:
+                milestones.step(epoch)
+            steps = range(STEPS) if epoch == 1 else (0, STEPS - 1)
+            for step in steps:
+                theirs = optimizer.param_groups[0]["lr"]
+                assert lr_at(c, epoch - 1 + step / STEPS) == pytest.approx(theirs, rel=1e-9)
+                if epoch == 1:
+                    optimizer.step()
+                    warmup.step()
+
+
+def test_baseline_decays_every_parameter_with_classical_momentum():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+    sgd = build_optimizer(model, make_config("baseline", **CIFAR100))
+    assert isinstance(sgd, torch.optim.SGD) and len(sgd.param_groups) == 1
+    group = sgd.param_groups[0]
+    assert not group["nesterov"] and group["momentum"] == 0.9 and group["dampening"] == 0
+    assert group["weight_decay"] == 5e-4 and len(group["params"]) == 4  # biases, BN too
+
+
+@pytest.mark.parametrize(
+    ("epochs", "milestones"), [(200, (59, 119, 159)), (100, (29, 59, 79)), (10, (2, 5, 7))]
+)
+def test_baseline_milestones_scale_with_epochs(epochs, milestones):
+    # round(M · epochs / 200) - 1 for M in 60, 120, 160 (halves up)
+    assert make_config("baseline", epochs=epochs, **CIFAR100).lr_milestones == milestones
+
+
+def test_baseline_values_can_be_overridden():
+    c = make_config(
+        "baseline",
+        lr_milestones=(60, 120, 160),
+        opt="sgd",
+        decay_all_params=False,
+        augment="warp",
+        norm_mean=(0.5, 0.5, 0.5),
+        norm_std=(0.25, 0.25, 0.25),
+        **CIFAR100,
+    )
+    assert lr_at(c, 59.0) == 0.1 and lr_at(c, 60.0) == pytest.approx(0.02)
+    assert (c.opt, c.decay_all_params, c.augment, c.norm_mean) == (
+        "sgd",
+        False,
+        "warp",
+        (0.5,) * 3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ({"lr_milestones": (120, 60)}, "lr_milestones must be non-decreasing ints"),
+        ({"lr_milestones": (250,)}, r"in \[0, epochs=200\]"),
+        ({"lr_milestones": ()}, "sched 'multistep' needs lr_milestones"),
+        ({"augment": "mixup"}, "augment must be one of"),
+        ({"crop_padding": -1}, "crop_padding must be an int >= 0"),
+        ({"dataset": "cifar10", "norm_mean": (0.5,) * 3}, "norm_mean and norm_std must both"),
+        ({"norm_mean": (0.5,) * 3, "norm_std": (0.2,) * 2}, "one finite number per channel"),
+        ({"norm_mean": (0.5,), "norm_std": (0.0,)}, "norm_std must be positive"),
+        ({"lr_gamma": -0.2}, "lr_gamma must be a number"),
+    ],
+)
+def test_invalid_baseline_values_name_the_argument(override, match):
+    with pytest.raises(ValueError, match=match):
+        make_config("baseline", **{**CIFAR100, **override})
+
+
+def test_baseline_config_round_trips_and_resumes():
+    c = make_config("baseline", epochs=20, **CIFAR100)
+    d = c.to_dict()
+    assert d["lr_milestones"] == [5, 11, 15] and isinstance(d["norm_mean"], list)
+    assert TrainConfig.from_dict(d) == c
+    assert merge_resumed(c, {"lr_milestones": [5, 11, 15], "device": "cpu"}).device == "cpu"
+    with pytest.raises(ValueError, match=r"lr_milestones \(--lr-milestones\)"):
+        merge_resumed(c, {"lr_milestones": (1, 2)})

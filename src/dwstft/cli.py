@@ -318,14 +318,21 @@ _TRAIN_FIELDS = (
     "opt_eps",
     "opt_betas",
     "weight_decay",
+    "decay_all_params",
     "sched",
     "min_lr",
+    "lr_milestones",
+    "lr_gamma",
     "warmup_epochs",
     "warmup_lr",
     "label_smoothing",
     "clip_grad",
+    "augment",
     "max_shift",
     "max_rotation",
+    "crop_padding",
+    "norm_mean",
+    "norm_std",
     "seed",
     "amp",
     "amp_dtype",
@@ -363,8 +370,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="train a registered model on CIFAR-10/100 or digits",
         description=(
             "Train with a recipe: paper (Adam, lr 0.01, batch 64 then 128 for the last "
-            "quarter of the epochs), fast (AdamW, warm-up + cosine, label smoothing) or any "
-            "other listed under --recipe. Every option below overrides the recipe's value; "
+            "quarter of the epochs), fast (AdamW, warm-up + cosine, label smoothing), "
+            "baseline (weiaicunzai/pytorch-cifar100's, which produced Table 2's CIFAR-100 "
+            "baseline numbers: SGD momentum 0.9, lr 0.1 x0.2 at epochs 60/120/160 of 200, "
+            "weight decay 5e-4, batch 128, crop + flip + rotation) or any other listed under "
+            "--recipe. Every option below overrides the recipe's value; "
             "defaults are shown per recipe. A new run needs --model, --dataset and --output; "
             "--resume needs only the checkpoint. Writes config.json, metrics.jsonl, "
             "summary.csv, curves.png, best.safetensors and last.pt to --output. Under "
@@ -445,7 +455,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     option(
         sched, "--drop-last", action=argparse.BooleanOptionalAction, help="drop incomplete batches"
     )
-    option(sched, "--sched", help="constant, cosine or linear (after warm-up)")
+    option(sched, "--sched", help="constant, cosine, linear or multistep (after warm-up)")
+    option(
+        sched,
+        "--lr-milestones",
+        type=_nonneg_int,
+        nargs="+",
+        metavar="EPOCH",
+        help="multistep: completed epochs after which the lr is multiplied by --lr-gamma "
+        "[default: baseline: 59 119 159 at 200 epochs, scaled with --epochs]",
+    )
+    option(sched, "--lr-gamma", type=_nonneg_float, help="multistep: factor per milestone")
     option(
         sched,
         "--warmup-epochs",
@@ -461,11 +481,47 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     option(opt, "--opt-eps", type=_nonneg_float)
     option(opt, "--opt-betas", type=_nonneg_float, nargs=2, metavar=("BETA1", "BETA2"))
     option(opt, "--weight-decay", type=_nonneg_float)
+    option(
+        opt,
+        "--decay-all-params",
+        action=argparse.BooleanOptionalAction,
+        help="weight decay on biases and norm parameters too, not only on weights",
+    )
     option(opt, "--label-smoothing", "--smoothing", type=_nonneg_float)
     option(opt, "--clip-grad", type=_nonneg_float, help="max gradient norm")
-    aug = p.add_argument_group("augmentation")
-    option(aug, "--max-shift", type=_nonneg_float, help="fraction of the image size")
+    aug = p.add_argument_group("augmentation and normalisation")
+    option(
+        aug,
+        "--augment",
+        choices=("warp", "crop_flip_rotate"),
+        help="warp: flip + shift + rotation as one bilinear warp; crop_flip_rotate: "
+        "torchvision's padded crop + flip + nearest rotation on the uint8 image",
+    )
+    option(aug, "--max-shift", type=_nonneg_float, help="warp: fraction of the image size")
     option(aug, "--max-rotation", type=_nonneg_float, help="degrees")
+    option(
+        aug,
+        "--crop-padding",
+        type=_nonneg_int,
+        help="crop_flip_rotate: pixels [default: 4; baseline on 8×8 digits: 1]",
+    )
+    option(
+        aug,
+        "--norm-mean",
+        type=float,
+        nargs="+",
+        metavar="M",
+        help="per-channel mean of [0, 1] pixels [default: the training split's; baseline "
+        "on cifar100: weiaicunzai/pytorch-cifar100's constants]",
+    )
+    option(
+        aug,
+        "--norm-std",
+        type=float,
+        nargs="+",
+        metavar="S",
+        help="per-channel std, with --norm-mean [default: as --norm-mean]",
+    )
     p.set_defaults(handler=_run_train)
 
 
@@ -687,7 +743,19 @@ def _run_export(args: argparse.Namespace) -> int:
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="train every Table 2 row; ours beside the paper's")
     what = p.add_subparsers(dest="reproduce_target", required=True, metavar="TARGET")
-    t2 = what.add_parser("table2", parents=_COMMON, help="Table 2: STFTNet presets and baselines")
+    t2 = what.add_parser(
+        "table2",
+        parents=_COMMON,
+        help="Table 2: STFTNet presets and baselines",
+        description=(
+            "Train every Table 2 row (one run folder each; an interrupted sweep resumes) and "
+            "write OUTPUT/reproduction.md: per row the paper's accuracy beside ours, "
+            "parameters, MACs, the recipe and epochs each run used, and whether the row is "
+            "like for like. With --recipe auto each row trains with the recipe its paper "
+            "number came from: baselines with `baseline` (weiaicunzai/pytorch-cifar100's), "
+            "STFTNet and ReLPU rows with `paper`."
+        ),
+    )
     t2.add_argument("--data-dir", help="folder holding the CIFAR archives or extracted folders")
     t2.add_argument(
         "--dataset",
@@ -696,9 +764,20 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         choices=["cifar10", "cifar100", "digits"],
         help="digits: an offline smoke test of the whole harness",
     )
-    t2.add_argument("--models", nargs="+", help="default: every Table 2 row")
-    t2.add_argument("--recipe", choices=["paper", "fast"], default="paper")
-    t2.add_argument("--epochs", type=_positive_int, help="default: the recipe's")
+    t2.add_argument(
+        "--models",
+        nargs="+",
+        metavar="NAME",
+        help="names or shell patterns, in place of the default: every Table 2 row (e.g. "
+        "'stftnet_paramfit_*' for the parameter-matched STFTNet reading)",
+    )
+    t2.add_argument(
+        "--recipe",
+        choices=["auto", "paper", "fast", "baseline"],
+        default="auto",
+        help="auto (default): each row's source recipe; any other: that recipe for every row",
+    )
+    t2.add_argument("--epochs", type=_positive_int, help="default: each row's recipe's")
     t2.add_argument("--device", help="default: cuda if available, else cpu")
     t2.add_argument("--seed", type=int, default=0)
     t2.add_argument("--output", default="runs/table2", help="one run folder per row")
@@ -706,12 +785,21 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_reproduce(args: argparse.Namespace) -> int:
+    from dwstft.models import list_models
     from dwstft.reproduce import TABLE2_MODELS, run_table2
 
+    models: list[str] = []
+    for entry in args.models or TABLE2_MODELS:
+        matches = list_models(entry) if any(ch in entry for ch in "*?[") else [entry]
+        if not matches:
+            raise ValueError(
+                f"--models {entry!r} matches no registered model; run `dwstft models` for the list"
+            )
+        models += [name for name in matches if name not in models]
     report = run_table2(
         args.output,
         datasets=tuple(args.dataset),
-        models=tuple(args.models or TABLE2_MODELS),
+        models=tuple(models),
         recipe=args.recipe,
         epochs=args.epochs,
         data_dir=args.data_dir,

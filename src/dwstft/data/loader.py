@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from dwstft.data.augment import BatchAugment, normalize
+from dwstft.data.augment import BatchAugment, CropFlipRotate, normalize
 
 _ORDER_STREAM = 0
 _AUGMENT_STREAM = 1
@@ -24,7 +24,8 @@ class DeviceLoader:
 
     The split lives on ``device`` as one uint8 tensor; each batch is gathered, normalised
     with ``mean``/``std`` (see :func:`~dwstft.data.augment.normalize`) and, if ``augment``
-    is given, augmented there.
+    is given, augmented there: a :class:`~dwstft.data.augment.BatchAugment` after the
+    normalisation, a :class:`~dwstft.data.augment.CropFlipRotate` (``on_uint8``) before it.
 
     Order: with ``shuffle`` each epoch uses a permutation drawn on the CPU from a generator
     seeded by (``seed``, epoch), so every device and every rank sees the same permutation and
@@ -50,7 +51,7 @@ class DeviceLoader:
         std: Sequence[float],
         *,
         shuffle: bool = True,
-        augment: BatchAugment | None = None,
+        augment: BatchAugment | CropFlipRotate | None = None,
         drop_last: bool = False,
         seed: int = 0,
         rank: int = 0,
@@ -144,9 +145,14 @@ class DeviceLoader:
             derive_seed(self.seed, self.epoch, _AUGMENT_STREAM, self.rank)
         )
         stop = len(index) - len(index) % batch_size if self.drop_last else len(index)
+        before = augment if getattr(augment, "on_uint8", False) else None
+        after = augment if before is None else None
         for start in range(0, stop, batch_size):
             batch = index[start : start + batch_size]
-            x = normalize(self.images[batch], self.mean, self.std)
-            if augment is not None:
-                x = augment(x, generator)
+            x = self.images[batch]
+            if before is not None:
+                x = before(x, generator)
+            x = normalize(x, self.mean, self.std)
+            if after is not None:
+                x = after(x, generator)
             yield x, self.labels[batch]

@@ -40,9 +40,10 @@ def conv_bn(
     stride: int = 1,
     groups: int = 1,
     act: type[nn.Module] | None = None,
+    bias: bool = False,
 ) -> list[nn.Module]:
-    """Conv (no bias, padding ``kernel_size // 2``) + BN [+ ``act(inplace=True)``] layers:
-    (N, in_chans, H, W) → (N, out_chans, H/s, W/s)."""
+    """Conv (padding ``kernel_size // 2``; a bias only with ``bias``, which the BN cancels) +
+    BN [+ ``act(inplace=True)``] layers: (N, in_chans, H, W) → (N, out_chans, H/s, W/s)."""
     layers: list[nn.Module] = [
         nn.Conv2d(
             in_chans,
@@ -51,7 +52,7 @@ def conv_bn(
             stride=stride,
             padding=kernel_size // 2,
             groups=groups,
-            bias=False,
+            bias=bias,
         ),
         nn.BatchNorm2d(out_chans),
     ]

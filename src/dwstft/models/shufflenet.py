@@ -14,6 +14,12 @@ image cannot afford the ImageNet model's 32× downsampling); the three stride-2 
 openings are kept, so a 32×32 input ends at an 800 × 4×4 map. Parameter counts do not
 depend on strides: 932,848 in the conv body, 1,012,948 with a 100-class head (Table 2
 of Kumawat & Raman, 2020: 1.05M, 800 features).
+
+``shufflenet_g3`` is the network behind Table 2's CIFAR-100 ShuffleNet number (70.06 =
+100 − the 29.94 top-1 error of weiaicunzai/pytorch-cifar100, models/shufflenet.py): the
+same CIFAR stem and stages at g = 3 (240 / 480 / 960, 960 features), and, as that code
+builds it, every 1×1 conv grouped (its stage-2 exception never fires) and every conv with
+a bias: 1,012,108 parameters with a 100-class head (its README: 1.0M).
 """
 
 from __future__ import annotations
@@ -53,23 +59,31 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 class ShuffleUnit(nn.Module):
     """ShuffleNet unit: (N, in_chans, H, W) → (N, out_chans, H/s, W/s).
 
-    With stride 2 the residual branch produces ``out_chans - in_chans`` channels and is
-    concatenated with the average-pooled input; with stride 1 it is added to the input.
+    ``first_groups`` groups the compression 1×1 and the shuffle after it, ``groups`` the
+    expansion 1×1; ``bias`` gives the three convolutions a bias. With stride 2 the residual
+    branch produces ``out_chans - in_chans`` channels and is concatenated with the
+    average-pooled input; with stride 1 it is added to the input.
     """
 
     def __init__(
-        self, in_chans: int, out_chans: int, stride: int, groups: int, first_groups: int
+        self,
+        in_chans: int,
+        out_chans: int,
+        stride: int,
+        groups: int,
+        first_groups: int,
+        bias: bool = False,
     ) -> None:
         super().__init__()
         mid = out_chans // 4
         branch_out = out_chans - in_chans if stride == 2 else out_chans
         self.first_groups = first_groups
         self.compress = nn.Sequential(
-            *conv_bn(in_chans, mid, 1, groups=first_groups), nn.ReLU(inplace=True)
+            *conv_bn(in_chans, mid, 1, groups=first_groups, bias=bias), nn.ReLU(inplace=True)
         )
         self.expand = nn.Sequential(
-            *conv_bn(mid, mid, 3, stride=stride, groups=mid),
-            *conv_bn(mid, branch_out, 1, groups=groups),
+            *conv_bn(mid, mid, 3, stride=stride, groups=mid, bias=bias),
+            *conv_bn(mid, branch_out, 1, groups=groups, bias=bias),
         )
         self.shortcut = nn.AvgPool2d(3, stride=2, padding=1) if stride == 2 else None
         self.relu = nn.ReLU(inplace=True)
@@ -87,11 +101,20 @@ class ShuffleNet(ImageClassifier):
 
     ``features`` maps (N, in_chans, H, W) → (N, 800, H/8, W/8) at g = 2, scale 1.0. At
     other scales stage widths are rounded to a multiple of 4·groups (so bottlenecks split
-    evenly into groups); the stem stays at 24 channels.
+    evenly into groups); the stem stays at 24 channels. ``group_first_unit`` groups the
+    first unit's 1×1 compression too (the paper leaves it dense; weiaicunzai's code does
+    not); ``conv_bias`` gives every convolution a bias (nn.Conv2d's default, which that
+    code keeps; BatchNorm cancels it, so it only adds parameters).
     """
 
     def __init__(
-        self, num_classes: int = 10, in_chans: int = 3, groups: int = 2, width_mult: float = 1.0
+        self,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        groups: int = 2,
+        width_mult: float = 1.0,
+        group_first_unit: bool = False,
+        conv_bias: bool = False,
     ) -> None:
         check_classifier_args(num_classes, in_chans)
         if isinstance(groups, bool) or groups not in STAGE_CHANNELS:
@@ -106,13 +129,17 @@ class ShuffleNet(ImageClassifier):
                 f"(e.g. 1.0), got {width_mult!r} → widths {widths} at groups={groups}"
             )
         super().__init__(widths[-1], num_classes)
-        layers: list[nn.Module] = [*conv_bn(in_chans, STEM_CHANNELS, 3), nn.ReLU(inplace=True)]
+        layers: list[nn.Module] = [
+            *conv_bn(in_chans, STEM_CHANNELS, 3, bias=conv_bias),
+            nn.ReLU(inplace=True),
+        ]
         in_c = STEM_CHANNELS
         for stage, (out_c, repeats) in enumerate(zip(widths, STAGE_REPEATS, strict=True)):
             for i in range(repeats):
-                first_groups = 1 if stage == 0 and i == 0 else groups
+                dense = stage == 0 and i == 0 and not group_first_unit
+                first_groups = 1 if dense else groups
                 stride = 2 if i == 0 else 1
-                layers.append(ShuffleUnit(in_c, out_c, stride, groups, first_groups))
+                layers.append(ShuffleUnit(in_c, out_c, stride, groups, first_groups, conv_bias))
                 in_c = out_c
         self.features = nn.Sequential(*layers)
         init_weights(self)
@@ -122,3 +149,19 @@ class ShuffleNet(ImageClassifier):
 def shufflenet(num_classes: int = 10, in_chans: int = 3, **kwargs) -> ShuffleNet:
     """ShuffleNet v1, g = 2, scale 1.0, CIFAR stem: 1.01M parameters at 100 classes."""
     return ShuffleNet(num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def shufflenet_g3(num_classes: int = 10, in_chans: int = 3, **kwargs) -> ShuffleNet:
+    """ShuffleNet v1 as weiaicunzai/pytorch-cifar100 builds it (the source of Table 2's
+    CIFAR-100 ShuffleNet number): g = 3, 960 features, every 1×1 grouped, biased convs;
+    1.01M parameters at 100 classes."""
+    return ShuffleNet(num_classes=num_classes, in_chans=in_chans, **{**G3_OPTIONS, **kwargs})
+
+
+#: What ``shufflenet_g3`` changes in ShuffleNet's defaults.
+G3_OPTIONS: dict[str, object] = {"groups": 3, "group_first_unit": True, "conv_bias": True}
+shufflenet_g3.model_options = {"groups": 3, "width_mult": 1.0, **G3_OPTIONS}
+register_model(
+    shufflenet_g3,
+    paper=PaperReference(params_m=1.05, features=800, cifar10=90.80, cifar100=70.06),
+)

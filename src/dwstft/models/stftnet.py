@@ -12,6 +12,18 @@ What the paper's text fixes, and this module follows exactly:
 What the text leaves open is one ``STFTNetSpec`` (defaults: our choices, argued in
 docs/reproduction.md): the stem, blocks per stage and hence where the pools go, which
 blocks carry the skip, and where the skip joins.
+
+Two readings are registered for every Table 2 row:
+
+- ``stftnet_b{b}_f{f}`` (the default): the text literally, 272·b·f + O(f) parameters, a
+  third to a half of the paper's counts.
+- ``stftnet_paramfit_b{b}_f{f}``: the simplest reading we found whose count follows the
+  paper's (within 1.2% on five of the six rows): every bottleneck is itself a
+  Depthwise-STFT separable layer f → b (n = 3), every Block 2 concatenates its input
+  with the block's output and mixes them with a 1×1 2f → f, and only the network's first
+  block is a Block 1. With a K-class head: 384·b·f + 30·f² + (90 + K)·f + 16·b + K.
+
+Neither is certain; docs/reproduction.md says why.
 """
 
 from __future__ import annotations
@@ -27,6 +39,10 @@ from dwstft.models.registry import PaperReference, register_model
 
 STEMS = ("stft", "conv")
 MIXERS = ("stft", "relpu")
+BOTTLENECK_LAYERS = ("conv", "stft")
+SKIPS = ("add", "concat")
+#: n of the Depthwise-STFT bank of an ``"stft"`` bottleneck.
+BOTTLENECK_KERNEL_SIZE = 3
 
 
 @dataclass(frozen=True)
@@ -39,23 +55,31 @@ class STFTNetSpec:
         stage_blocks: blocks per stage; a 2×2 max pool sits between consecutive stages.
             The paper fixes the total (16), not the split.
         block2_from: within each stage, blocks at this index and later are Block 2
-            (with skip); earlier ones are Block 1.
+            (with skip); earlier ones are Block 1. One int for every stage, or a tuple
+            with one index per stage (``(1, 0, 0, 0)``: only the first block of the
+            network is a Block 1).
         kernel_sizes: the inception branch sizes (paper: 3 and 5).
         negative_slope: of the LeakyReLU (paper: 0.3).
         stem: ``"stft"`` (a Depthwise-STFT separable layer in_chans → f, n = 3) or
             ``"conv"`` (a 3×3 convolution).
         mixer: ``"stft"`` (the paper's layer) or ``"relpu"`` (ReLU between the STFT bank
             and the expansion: the ReLPU-based network of Table 2).
+        bottleneck_layer: ``"conv"`` (the text's trainable 1×1 f → b) or ``"stft"`` (a
+            Depthwise-STFT separable layer f → b with n = 3: 8·f·b weights).
+        skip: how a Block 2 merges its input x with the block's output y: ``"add"``
+            (y + x) or ``"concat"`` (a 1×1 convolution 2f → f of [x, y]).
     """
 
     bottleneck: int
     features: int
     stage_blocks: tuple[int, ...] = (4, 4, 4, 4)
-    block2_from: int = 1
+    block2_from: int | tuple[int, ...] = 1
     kernel_sizes: tuple[int, ...] = (3, 5)
     negative_slope: float = 0.3
     stem: str = "stft"
     mixer: str = "stft"
+    bottleneck_layer: str = "conv"
+    skip: str = "add"
 
     def __post_init__(self) -> None:
         for name in ("bottleneck", "features"):
@@ -70,20 +94,44 @@ class STFTNetSpec:
             raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
         if self.mixer not in MIXERS:
             raise ValueError(f"mixer must be one of {MIXERS}, got {self.mixer!r}")
-        if self.block2_from < 0:
-            raise ValueError(f"block2_from must be >= 0, got {self.block2_from!r}")
+        if self.bottleneck_layer not in BOTTLENECK_LAYERS:
+            expected = BOTTLENECK_LAYERS
+            raise ValueError(
+                f"bottleneck_layer must be one of {expected}, got {self.bottleneck_layer!r}"
+            )
+        if self.skip not in SKIPS:
+            raise ValueError(f"skip must be one of {SKIPS}, got {self.skip!r}")
+        starts = self.block2_from
+        if isinstance(starts, int):
+            starts = (starts,) * len(self.stage_blocks)
+        valid = len(starts) == len(self.stage_blocks) and all(
+            isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in starts
+        )
+        if not valid:
+            raise ValueError(
+                "block2_from must be an int >= 0 or one such int per stage "
+                f"({len(self.stage_blocks)}), got {self.block2_from!r}"
+            )
 
     @property
     def num_blocks(self) -> int:
         return sum(self.stage_blocks)
 
+    def block2_start(self, stage: int) -> int:
+        """Index within ``stage`` of its first Block 2."""
+        starts = self.block2_from
+        return starts if isinstance(starts, int) else starts[stage]
+
 
 class STFTBlock(nn.Module):
     """Block 1 (``skip=False``) or Block 2 (``skip=True``) of the paper.
 
-    y = LeakyReLU(BN(expand(concat_n STFT_n(bottleneck(x))) [+ x])).
-    The skip is an identity (every block maps f → f channels at constant size) added
-    before the BN, so "each block is followed by BN and LeakyReLU" holds for both.
+    y = mix(bottleneck(x)) with mix = expand(concat_n STFT_n(·)); then
+    Block 1: LeakyReLU(BN(y)); Block 2: LeakyReLU(BN(y + x)) with ``merge="add"`` or
+    LeakyReLU(BN(merge_conv([x, y]))) with ``merge="concat"`` (a 1×1 2f → f with bias).
+    The skip joins before the BN, so "each block is followed by BN and LeakyReLU" holds
+    for both blocks. ``bottleneck_layer`` is ``"conv"`` (1×1 f → b) or ``"stft"``
+    (a Depthwise-STFT separable layer f → b, n = 3).
 
     Shapes: (N, f, H, W) → (N, f, H, W).
     """
@@ -96,18 +144,27 @@ class STFTBlock(nn.Module):
         negative_slope: float,
         skip: bool,
         mixer: str = "stft",
+        bottleneck_layer: str = "conv",
+        merge: str = "add",
     ) -> None:
         super().__init__()
         self.skip = skip
-        self.bottleneck = nn.Conv2d(channels, bottleneck, 1)
+        if bottleneck_layer == "conv":
+            self.bottleneck: nn.Module = nn.Conv2d(channels, bottleneck, 1)
+        else:
+            self.bottleneck = DepthwiseSTFTSeparable(channels, bottleneck, BOTTLENECK_KERNEL_SIZE)
         mixer_cls = MultiScaleSTFTSeparable if mixer == "stft" else ReLPU
         self.mix = mixer_cls(bottleneck, channels, kernel_sizes)
+        concat = skip and merge == "concat"
+        self.merge = nn.Conv2d(2 * channels, channels, 1) if concat else None
         self.bn = nn.BatchNorm2d(channels)
         self.act = nn.LeakyReLU(negative_slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.mix(self.bottleneck(x))
-        if self.skip:
+        if self.merge is not None:
+            y = self.merge(torch.cat((x, y), dim=1))
+        elif self.skip:
             y = y + x
         return self.act(self.bn(y))
 
@@ -143,8 +200,10 @@ class STFTNet(ImageClassifier):
                         spec.bottleneck,
                         spec.kernel_sizes,
                         spec.negative_slope,
-                        skip=index >= spec.block2_from,
+                        skip=index >= spec.block2_start(stage),
                         mixer=spec.mixer,
+                        bottleneck_layer=spec.bottleneck_layer,
+                        merge=spec.skip,
                     )
                 )
         self.features = nn.Sequential(*layers)
@@ -202,20 +261,29 @@ def spec_options(*fixed: str) -> dict[str, object]:
     }
 
 
-def _register_preset(b: int, f: int) -> None:
+#: The parameter-matched reading (``stftnet_paramfit_*``): spec fields over the defaults.
+PARAMFIT: dict[str, object] = {
+    "bottleneck_layer": "stft",
+    "skip": "concat",
+    "block2_from": (1, 0, 0, 0),
+}
+
+
+def _register_preset(b: int, f: int, reading: str, overrides: dict[str, object]) -> None:
     params_m, c10, c100 = TABLE2[(b, f)]
 
     def factory(num_classes: int = 10, in_chans: int = 3, **kwargs: object) -> STFTNet:
-        return stftnet(b, f, num_classes, in_chans, **kwargs)
+        return stftnet(b, f, num_classes, in_chans, **{**overrides, **kwargs})
 
-    factory.__doc__ = f"Table 2 row 'Ours (b={b}, f={f})'."
-    factory.model_options = spec_options()
+    factory.__doc__ = f"Table 2 row 'Ours (b={b}, f={f})', {reading} reading."
+    factory.model_options = {**spec_options(), **overrides}
     register_model(
         factory,
-        name=f"stftnet_b{b}_f{f}",
+        name=f"stftnet_{'paramfit_' if overrides else ''}b{b}_f{f}",
         paper=PaperReference(params_m=params_m, features=f, cifar10=c10, cifar100=c100),
     )
 
 
 for _b, _f in TABLE2:
-    _register_preset(_b, _f)
+    _register_preset(_b, _f, "text-literal", {})
+    _register_preset(_b, _f, "parameter-matched", PARAMFIT)

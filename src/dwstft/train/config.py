@@ -1,4 +1,4 @@
-"""Training configuration: one dataclass of plain values and the two recipes that fill it.
+"""Training configuration: one dataclass of plain values and the three recipes that fill it.
 
 A run is fully described by a :class:`TrainConfig`; ``config.json`` in the run folder is
 ``dataclasses.asdict`` of it, and ``last.pt`` carries the same dict so that a resumed run
@@ -7,7 +7,9 @@ continues with exactly the settings it started with.
 Recipes (:data:`RECIPES`) give every field a default; anything passed explicitly overrides
 it. ``paper`` is the published schedule (Adam, lr 0.01 held constant, batch 64 for the first
 3/4 of the epochs and 128 for the last 1/4); ``fast`` is a short schedule for the same
-networks (AdamW, warm-up then cosine decay, label smoothing, weight decay).
+networks (AdamW, warm-up then cosine decay, label smoothing, weight decay); ``baseline`` is
+the recipe of weiaicunzai/pytorch-cifar100, which produced Table 2's CIFAR-100 baseline
+numbers (SGD with momentum, multi-step decay, crop + flip + rotation).
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from typing import Any
 from dwstft.errors import CheckpointError
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "linear")
+SCHEDULES = ("constant", "cosine", "linear", "multistep")
+AUGMENTS = ("warp", "crop_flip_rotate")
 AMP_DTYPES = ("float16", "bfloat16")
+#: Fields holding tuples; JSON and ``torch.load(weights_only=True)`` see them as lists.
+TUPLE_FIELDS = ("opt_betas", "lr_milestones", "norm_mean", "norm_std")
 
 #: Fields that only say where or how fast the run executes; a resumed run may change them.
 RUNTIME_FIELDS = ("output", "data_dir", "device", "compile", "compile_mode", "resume")
@@ -40,8 +45,18 @@ class TrainConfig:
     ``final_epochs == 0`` it is constant). The learning rate at fractional epoch t is
     warm-up from ``warmup_lr`` to ``lr`` over ``warmup_epochs`` (linear), then ``sched``:
     ``constant`` (``lr``), ``cosine`` or ``linear`` decay from ``lr`` to ``min_lr`` at
-    ``epochs``. Weight decay applies to weights with two or more dimensions only (not to
-    biases or normalisation parameters).
+    ``epochs``, or ``multistep``: ``lr`` times ``lr_gamma`` once for every milestone in
+    ``lr_milestones`` that is <= t (a milestone m takes effect after m completed epochs).
+    Weight decay applies to weights with two or more dimensions only (not to biases or
+    normalisation parameters), or to every parameter with ``decay_all_params``.
+
+    Augmentation: ``warp`` (the paper's flip + shift of up to ``max_shift`` + rotation of up
+    to ``max_rotation`` degrees, one bilinear warp of the normalised batch) or
+    ``crop_flip_rotate`` (torchvision's RandomCrop(padding=``crop_padding``),
+    RandomHorizontalFlip, RandomRotation(``max_rotation``) on the uint8 images, then
+    normalisation). Flips only where the dataset allows them. Normalisation uses
+    ``norm_mean``/``norm_std`` (one value per channel, for images scaled to [0, 1]) or,
+    when they are None, the training split's own statistics.
     """
 
     model: str
@@ -61,14 +76,21 @@ class TrainConfig:
     opt_eps: float = 1e-7
     opt_betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
+    decay_all_params: bool = False
     sched: str = "constant"
     min_lr: float = 0.0
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
     warmup_epochs: float = 0.0
     warmup_lr: float = 0.0
     label_smoothing: float = 0.0
     clip_grad: float | None = None
+    augment: str = "warp"
     max_shift: float = 0.1
     max_rotation: float = 20.0
+    crop_padding: int = 4
+    norm_mean: tuple[float, ...] | None = None
+    norm_std: tuple[float, ...] | None = None
     seed: int = 0
     amp: bool = False
     amp_dtype: str | None = None
@@ -87,7 +109,9 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON- and ``torch.load(weights_only=True)``-safe plain values."""
         d = dataclasses.asdict(self)
-        d["opt_betas"] = list(self.opt_betas)
+        for name in TUPLE_FIELDS:
+            if d[name] is not None:
+                d[name] = list(d[name])
         return d
 
     @classmethod
@@ -98,8 +122,9 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"config has unknown keys {unknown}; expected a subset of {names}")
         values = dict(values)
-        if "opt_betas" in values:
-            values["opt_betas"] = tuple(values["opt_betas"])
+        for name in TUPLE_FIELDS:
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         return cls(**values)
 
     def validate(self) -> None:
@@ -115,6 +140,7 @@ class TrainConfig:
         _check_choice("recipe", self.recipe, tuple(RECIPES))
         _check_choice("opt", self.opt, OPTIMIZERS)
         _check_choice("sched", self.sched, SCHEDULES)
+        _check_choice("augment", self.augment, AUGMENTS)
         if self.amp_dtype is not None:
             _check_choice("amp_dtype", self.amp_dtype, AMP_DTYPES)
         if self.compile_mode is not None:
@@ -128,8 +154,12 @@ class TrainConfig:
             _check_int(name, getattr(self, name), low=1)
         _check_int("final_epochs", self.final_epochs, low=0, high=self.epochs)
         _check_int("seed", self.seed, low=0)
+        _check_int("crop_padding", self.crop_padding, low=0)
         for name in ("lr", "momentum", "opt_eps", "weight_decay", "min_lr", "warmup_lr"):
             _check_float(name, getattr(self, name), low=0.0)
+        _check_float("lr_gamma", self.lr_gamma, low=0.0)
+        self._validate_milestones()
+        self._validate_normalization()
         if isinstance(self.warmup_epochs, (int, float)) and self.warmup_epochs > self.epochs:
             raise ValueError(
                 f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs}); lower "
@@ -146,22 +176,71 @@ class TrainConfig:
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
+    def _validate_milestones(self) -> None:
+        milestones = self.lr_milestones
+        ok = all(
+            isinstance(m, int) and not isinstance(m, bool) and 0 <= m <= self.epochs
+            for m in milestones
+        )
+        if not ok or list(milestones) != sorted(milestones):
+            raise ValueError(
+                f"lr_milestones must be non-decreasing ints in [0, epochs={self.epochs}] "
+                f"(completed epochs after which the lr is multiplied by lr_gamma), got "
+                f"{milestones!r}"
+            )
+        if self.sched == "multistep" and not milestones:
+            raise ValueError("sched 'multistep' needs lr_milestones (e.g. --lr-milestones 59 119)")
+
+    def _validate_normalization(self) -> None:
+        mean, std = self.norm_mean, self.norm_std
+        if mean is None and std is None:
+            return
+        numbers = [*(mean or ()), *(std or ())]
+        finite = all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in numbers
+        )
+        if mean is None or std is None or len(mean) != len(std) or not mean or not finite:
+            raise ValueError(
+                "norm_mean and norm_std must both be given, with one finite number per "
+                f"channel each, or both be None; got norm_mean={mean!r}, norm_std={std!r}"
+            )
+        if min(std) <= 0:
+            raise ValueError(f"norm_std must be positive, got {std!r}")
+
 
 @dataclass(frozen=True)
 class Recipe:
-    """A named set of field defaults plus the batch-growth rule.
+    """A named set of field defaults plus the rules that scale them with ``epochs``.
 
     With ``batch_growth`` g and ``growth_fraction`` p, unless set explicitly,
     ``final_batch_size = g * batch_size`` and ``final_epochs = round(p * epochs)`` (halves
     rounded up), so ``--epochs 15`` keeps the paper's 3:1 split as 11 + 4. The recipe's
     ``warmup_epochs``, unless set explicitly, is capped at a quarter of the epochs, so
     ``--recipe fast --epochs 1`` warms up for 0.25 epochs instead of failing.
+
+    ``source_milestones`` are a multi-step schedule's milestones as its source writes them
+    for the recipe's default epochs E0: 1-based numbers of the first epoch each new lr
+    applies to (what ``MultiStepLR.step(epoch)`` with the 1-based epoch about to run does).
+    Unless ``lr_milestones`` is set explicitly it becomes ``round(M * epochs / E0) - 1`` for
+    each M (completed epochs, at least 0), so other epoch counts keep the proportions.
+
+    ``dataset_defaults`` maps a dataset name to further defaults for it.
     """
 
     name: str
     defaults: dict[str, Any]
     batch_growth: int = 1
     growth_fraction: float = 0.0
+    source_milestones: tuple[int, ...] = ()
+    dataset_defaults: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+#: weiaicunzai/pytorch-cifar100, conf/global_settings.py: CIFAR100_TRAIN_MEAN / _STD, the
+#: CIFAR-100 training split's channel means and population standard deviations (of [0, 1]
+#: pixel values), which its train.py passes to transforms.Normalize.
+CIFAR100_REPO_MEAN = (0.5070751592371323, 0.48654887331495095, 0.4409178433670343)
+CIFAR100_REPO_STD = (0.2673342858792401, 0.2564384629170883, 0.27615047132568404)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -201,6 +280,41 @@ RECIPES: dict[str, Recipe] = {
             "label_smoothing": 0.1,
         },
     ),
+    # weiaicunzai/pytorch-cifar100 (train.py, utils.py, conf/global_settings.py), the
+    # source of Table 2's CIFAR-100 baseline numbers: SGD(model.parameters(), lr 0.1,
+    # momentum 0.9, weight_decay 5e-4) - classical momentum, decay on every parameter -
+    # batch 128 with the last partial batch kept, 200 epochs, MultiStepLR(milestones
+    # [60, 120, 160], gamma 0.2) stepped with the 1-based epoch, one warm-up epoch
+    # (WarmUpLR: lr * i / iters, stepped after each of the epoch's iterations, so the
+    # first runs at 0), RandomCrop(32, padding=4) + RandomHorizontalFlip +
+    # RandomRotation(15) then Normalize(CIFAR100_TRAIN_MEAN, CIFAR100_TRAIN_STD).
+    "baseline": Recipe(
+        "baseline",
+        {
+            "epochs": 200,
+            "batch_size": 128,
+            "drop_last": False,
+            "opt": "momentum",
+            "lr": 0.1,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "decay_all_params": True,
+            "sched": "multistep",
+            "lr_gamma": 0.2,
+            "warmup_epochs": 1.0,
+            "warmup_lr": 0.0,
+            "label_smoothing": 0.0,
+            "augment": "crop_flip_rotate",
+            "crop_padding": 4,
+            "max_rotation": 15.0,
+        },
+        source_milestones=(60, 120, 160),
+        dataset_defaults={
+            "cifar100": {"norm_mean": CIFAR100_REPO_MEAN, "norm_std": CIFAR100_REPO_STD},
+            # 8×8 digits: the same eighth of the side as 4 pixels of a 32×32 image
+            "digits": {"crop_padding": 1},
+        },
+    ),
 }
 
 
@@ -214,7 +328,8 @@ def make_config(recipe: str = "paper", **overrides: Any) -> TrainConfig:
     for required in ("model", "dataset", "output"):
         if required not in given:
             raise ValueError(f"argument {required} is required")
-    values = {**spec.defaults, **given, "recipe": recipe}
+    dataset_defaults = spec.dataset_defaults.get(given["dataset"], {})
+    values = {**spec.defaults, **dataset_defaults, **given, "recipe": recipe}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - names)
     if unknown:
@@ -222,10 +337,19 @@ def make_config(recipe: str = "paper", **overrides: Any) -> TrainConfig:
     epochs = values.get("epochs", TrainConfig.epochs)
     batch = values.get("batch_size", TrainConfig.batch_size)
     values.setdefault("final_batch_size", spec.batch_growth * batch)
-    values.setdefault("final_epochs", math.floor(spec.growth_fraction * epochs + 0.5))
+    values.setdefault("final_epochs", _round_half_up(spec.growth_fraction * epochs))
     if "warmup_epochs" not in given:
         # A recipe's warm-up is for its own length; a short run warms up for a quarter of it.
         values["warmup_epochs"] = min(values.get("warmup_epochs", 0.0), epochs / 4)
+    if spec.source_milestones and isinstance(epochs, int):
+        scale = epochs / spec.defaults["epochs"]
+        values.setdefault(
+            "lr_milestones",
+            tuple(max(0, _round_half_up(m * scale) - 1) for m in spec.source_milestones),
+        )
+    for name in TUPLE_FIELDS:
+        if values.get(name) is not None:
+            values[name] = tuple(values[name])
     config = TrainConfig(**values)
     config.validate()
     return config
@@ -291,6 +415,10 @@ def merge_resumed(saved: TrainConfig, given: dict[str, Any]) -> TrainConfig:
     config = TrainConfig.from_dict(values)
     config.validate()
     return config
+
+
+def _round_half_up(x: float) -> int:
+    return math.floor(x + 0.5)
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

@@ -2,7 +2,7 @@
 
 One call, :func:`train`, runs a whole :class:`~dwstft.train.config.TrainConfig`: data from
 :func:`dwstft.data.load_dataset` kept on the training device, batches from
-:class:`~dwstft.data.DeviceLoader` (augmented there by :class:`~dwstft.data.BatchAugment`),
+:class:`~dwstft.data.DeviceLoader` (augmented there as ``config.augment`` says),
 the model from the registry, then per epoch: train, evaluate on the test split, log, write
 the run folder.
 
@@ -41,6 +41,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dwstft.data import BatchAugment, DatasetSplits, DeviceLoader, load_dataset
+from dwstft.data.augment import CropFlipRotate
 from dwstft.data.loader import derive_seed
 from dwstft.errors import CheckpointError, DwstftError
 from dwstft.models import create_model
@@ -237,18 +238,18 @@ def _wrap(model: nn.Module, config: TrainConfig, ctx: DistContext) -> nn.Module:
 def _loaders(
     splits: DatasetSplits, config: TrainConfig, ctx: DistContext
 ) -> tuple[DeviceLoader, DeviceLoader]:
-    """(training loader: shuffled, augmented; test loader: sequential), sharded by rank."""
+    """(training loader: shuffled, augmented; test loader: sequential), sharded by rank; both
+    normalised with ``config.norm_mean``/``norm_std``, or the training split's statistics."""
     common = {"rank": ctx.rank, "world_size": ctx.world_size, "device": ctx.device}
-    augment = BatchAugment(
-        hflip=splits.hflip, max_shift=config.max_shift, max_rotation=config.max_rotation
-    )
+    mean = splits.mean if config.norm_mean is None else config.norm_mean
+    std = splits.std if config.norm_std is None else config.norm_std
     train_loader = DeviceLoader(
         splits.train_images,
         splits.train_labels,
         config.batch_size // ctx.world_size,
-        splits.mean,
-        splits.std,
-        augment=augment,
+        mean,
+        std,
+        augment=_augmentation(config, splits.hflip),
         drop_last=config.drop_last,
         seed=config.seed,
         **common,
@@ -257,12 +258,21 @@ def _loaders(
         splits.test_images,
         splits.test_labels,
         config.validation_batch_size,
-        splits.mean,
-        splits.std,
+        mean,
+        std,
         shuffle=False,
         **common,
     )
     return train_loader, test_loader
+
+
+def _augmentation(config: TrainConfig, hflip: bool) -> BatchAugment | CropFlipRotate:
+    """``config.augment``'s augmentation; flips only where the dataset allows them."""
+    if config.augment == "crop_flip_rotate":
+        return CropFlipRotate(
+            padding=config.crop_padding, hflip=hflip, max_rotation=config.max_rotation
+        )
+    return BatchAugment(hflip=hflip, max_shift=config.max_shift, max_rotation=config.max_rotation)
 
 
 def _restore(run: _Run, saved: dict[str, Any], path: str) -> None:
