@@ -15,6 +15,8 @@ from dwstft.errors import DwstftError
 
 #: Exit status of every expected, user-caused failure (argparse's own convention).
 EXIT_USAGE = 2
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 #: Setting this environment variable to 1 shows tracebacks for expected failures too.
 DEBUG_ENV = "DWSTFT_DEBUG"
 #: Failures the user can cause and fix: rendered on one line, exit status 2. Anything else
@@ -526,20 +528,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from dwstft.train import NonFiniteLossError, TrainingInterrupted, resolve_config, train
+    from dwstft.train import resolve_config, train
 
     given = {name: getattr(args, name) for name in _TRAIN_FIELDS}
     if args.cuda_graphs:
         given["compile"], given["compile_mode"] = True, "reduce-overhead"
-    config = resolve_config(args.recipe, args.resume, **given)
-    try:
-        train(config)
-    except NonFiniteLossError as e:
-        print(f"dwstft train: error: {e}", file=sys.stderr)
-        return 1
-    except TrainingInterrupted as e:
-        print(f"\n{e}", file=sys.stderr)
-        return 130
+    train(resolve_config(args.recipe, args.resume, **given))
     return 0
 
 
@@ -836,18 +830,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status.
 
     The one error boundary of the command: an expected failure (:data:`EXPECTED_ERRORS`)
-    prints ``dwstft <command>: error: <message>`` on one line and returns 2; with
-    ``--debug`` or ``DWSTFT_DEBUG=1`` it is re-raised with its traceback.
+    prints ``dwstft <command>: error: <message>`` on one line and returns its
+    ``exit_status`` (2, or 1 for a diverged training); with ``--debug`` or
+    ``DWSTFT_DEBUG=1`` it is re-raised with its traceback. Ctrl-C prints what survives
+    (the checkpoint to resume from, when training) and returns 130.
     """
     configure_allocator()
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
+    except KeyboardInterrupt as interrupt:
+        print(f"\n{interrupt or 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except EXPECTED_ERRORS as error:
         if args.debug or os.environ.get(DEBUG_ENV) == "1":
             raise
         print(f"dwstft {_command_name(args)}: error: {one_line(error)}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(error, "exit_status", EXIT_USAGE)
 
 
 if __name__ == "__main__":

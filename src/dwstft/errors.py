@@ -13,7 +13,10 @@ from __future__ import annotations
 
 
 class DwstftError(Exception):
-    """Base of every expected, user-caused failure (rendered on one line by the CLI)."""
+    """Base of every expected failure (rendered on one line by the CLI, which exits with
+    ``exit_status``: 2 for what the user caused and can fix)."""
+
+    exit_status = 2
 
 
 class CheckpointError(DwstftError, ValueError):

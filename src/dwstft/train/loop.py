@@ -74,13 +74,16 @@ class RunSetupError(DwstftError, ValueError):
     :class:`~dwstft.errors.RunFolderError`.)"""
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stopped without saving that state.
+class NonFiniteLossError(DwstftError, RuntimeError):
+    """The loss became NaN or infinite; the run stopped without saving that state (the CLI
+    exits with status 1: the input was valid, the training diverged).
 
     Attributes: ``epoch`` (1-based) and ``step`` (1-based training step, or None when the
     training loss stayed finite and the test loss after the epoch did not), the ``loss``
     value, and ``checkpoint``: the last good ``last.pt`` (or None if none was written).
     """
+
+    exit_status = 1
 
     def __init__(self, epoch: int, step: int | None, loss: float, checkpoint: Path | None) -> None:
         self.epoch, self.step, self.loss, self.checkpoint = epoch, step, loss, checkpoint
