@@ -96,13 +96,25 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     layer = what.add_parser(
         "layer", parents=_COMMON, help="the layer's execution paths vs R0/R1/R2"
     )
-    layer.add_argument("-b", "--batch-size", type=int, default=64)
+    layer.add_argument(
+        "--dims",
+        type=int,
+        choices=(1, 2, 3),
+        default=2,
+        help="spatial dimensions: 1 (audio-like), 2 (the paper's layer), 3 (video)",
+    )
+    layer.add_argument("-b", "--batch-size", type=int, help="default: 32 (1-D), 64 (2-D), 8 (3-D)")
     layer.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     layer.add_argument("--device", default="cpu")
-    layer.add_argument("--channels-last", action="store_true")
+    layer.add_argument("--channels-last", action="store_true", help="2-D only")
     layer.add_argument("--compile", action="store_true", help="add torch.compile(auto layer)")
     layer.add_argument(
-        "--kernel-sizes", type=int, nargs="+", default=[3, 5], metavar="N", help="n values"
+        "--kernel-sizes",
+        type=_kernel_size,
+        nargs="+",
+        metavar="N",
+        help="n values; in 3-D also TxHxW (e.g. 1x3x3); default: 3 5 (2-D), "
+        "3 5 9 15 21 (1-D), 3 1x3x3 3x1x1 5 (3-D)",
     )
     layer.add_argument("--output", help="also write the Markdown table to this file")
     layer.set_defaults(handler=_run_bench_layer)
@@ -166,23 +178,40 @@ def _run_bench_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kernel_size(text: str) -> tuple[int, ...]:
+    """An argparse type: ``5`` or ``1x3x3`` → a tuple of positive ints."""
+    try:
+        sizes = tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"must be N or TxHxW (positive ints), got {text!r}")
+    return sizes
+
+
 def _run_bench_layer(args: argparse.Namespace) -> int:
     import torch
 
-    from dwstft.bench.layer import SHAPES, format_layer_table, run_layer_benchmark
+    from dwstft.bench.layer import (
+        BATCH_BY_DIMS,
+        format_layer_table,
+        layer_cases,
+        run_layer_benchmark,
+    )
 
+    batch = args.batch_size or BATCH_BY_DIMS[args.dims]
+    shapes, kernel_sizes = layer_cases(args.dims, args.kernel_sizes)
     results = run_layer_benchmark(
-        SHAPES,
-        tuple(args.kernel_sizes),
-        batch=args.batch_size,
+        shapes,
+        kernel_sizes,
+        batch=batch,
         rounds=args.rounds,
         device=args.device,
         channels_last=args.channels_last,
         compile_auto=args.compile,
+        dims=args.dims,
     )
-    table = format_layer_table(
-        results, args.batch_size, torch.device(args.device), args.channels_last
-    )
+    table = format_layer_table(results, batch, torch.device(args.device), args.channels_last)
     print(table)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
