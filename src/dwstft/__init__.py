@@ -10,6 +10,7 @@ from dwstft.layers_nd import (
     DepthwiseSTFTSeparable1d,
     DepthwiseSTFTSeparable3d,
 )
+from dwstft.lpq import lpq
 from dwstft.models import create_model, list_models, register_model
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "depthwise_stft_nd",
     "fold_weight",
     "list_models",
+    "lpq",
     "register_model",
     "stft_basis",
     "stft_separable",
