@@ -149,6 +149,18 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "--profile", metavar="MODEL", help="instead: profile one training step of MODEL"
     )
     models.set_defaults(handler=_run_bench_models)
+    lpq = what.add_parser(
+        "lpq",
+        parents=_COMMON,
+        help="dwstft.lpq images/s against a straightforward NumPy/SciPy LPQ",
+    )
+    lpq.add_argument("--images", type=_positive_int, default=256, help="crops per batch")
+    lpq.add_argument("--size", type=_positive_int, default=128, help="crop side in pixels")
+    lpq.add_argument("--window-size", type=_positive_int, default=7, help="odd, >= 3")
+    lpq.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds")
+    lpq.add_argument("--device", default="cpu")
+    lpq.add_argument("--output", help="also write the Markdown table to this file")
+    lpq.set_defaults(handler=_run_bench_lpq)
 
 
 def _run_bench_models(args: argparse.Namespace) -> int:
@@ -212,6 +224,22 @@ def _run_bench_layer(args: argparse.Namespace) -> int:
         dims=args.dims,
     )
     table = format_layer_table(results, batch, torch.device(args.device), args.channels_last)
+    print(table)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+    return 0
+
+
+def _run_bench_lpq(args: argparse.Namespace) -> int:
+    import torch
+
+    from dwstft.bench.lpq import format_lpq_table, run_lpq_benchmark
+
+    result = run_lpq_benchmark(
+        args.images, args.size, args.window_size, rounds=args.rounds, device=args.device
+    )
+    table = format_lpq_table(result, torch.device(args.device))
     print(table)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:

@@ -46,6 +46,8 @@ REFERENCE_DIAGONAL = (1.000007, 1.000006, 1.000005, 1.000004, 1.000003, 1.000002
 REFERENCE_ORDER = (2, 3, 0, 1, 4, 5, 6, 7)
 #: Windows recomputed in float64 per batch of the exact pass (bounds its memory).
 _EXACT_CHUNK = 1 << 16
+#: Eight true bools read as one little-endian int64.
+_ALL_BYTES_ONE = 0x0101010101010101
 
 
 def _check_arguments(window_size: object, decorrelate: object, rho: object, mode: object) -> None:
@@ -158,10 +160,16 @@ def _fast_dtype(device: torch.device) -> torch.dtype:
     return torch.float64
 
 
-def _codes_from_bits(bits: torch.Tensor) -> torch.Tensor:
-    """bool (..., 8) → uint8 (...): sum_i bit_i 2^i."""
-    powers = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=bits.device)
-    return (bits.to(torch.uint8) * powers).sum(-1, dtype=torch.uint8)
+def _pack_bits(bits: torch.Tensor) -> torch.Tensor:
+    """bool (..., 8) → int64 (...): sum_i bit_i 2^i.
+
+    The eight bools of a pixel are one little-endian int64 whose byte i is bit_i; three
+    shift-and-or steps move byte i's bit to bit i (shifts by 7, 14 and 28 sum to any 7i)."""
+    word = bits.contiguous().view(torch.int64)[..., 0]
+    word = word | (word >> 7)
+    word = word | (word >> 14)
+    word = word | (word >> 28)
+    return word & 0xFF
 
 
 def _exact_codes(
@@ -171,29 +179,30 @@ def _exact_codes(
     filters: torch.Tensor,
     transform: torch.Tensor,
 ) -> torch.Tensor:
-    """Codes of the windows at ``where`` (K, 3: image, row, column), in float64.
+    """int64 codes of the windows whose top-left pixels are ``where`` (K, 3: image, row,
+    column), computed in float64.
 
     Coefficients within their rounding bound of zero (``|F| <= 2 (n² + 2) u Σ|f||w|``, u the
     float64 unit roundoff) are exact zeros in exact arithmetic for integer-valued images
     (the smallest non-zero coefficient is many orders of magnitude larger; tests check it
     against an exact algebraic test), and are set to zero before decorrelation."""
     device = images.device
+    height, width = images.shape[1:]
     offsets = torch.arange(window_size, device=device)
-    flat = filters.reshape(8, -1).to(device)
+    window_index = (offsets[:, None] * width + offsets[None, :]).reshape(-1)
+    flat = filters.reshape(8, -1).T.to(device)
     abs_flat = flat.abs()
     transform = transform.to(device)
     tolerance = 2 * (window_size**2 + 2) * torch.finfo(torch.float64).eps / 2
+    pixels = images.reshape(-1)
     codes = []
     for chunk in where.split(_EXACT_CHUNK):
-        image, row, col = chunk.unbind(1)
-        rows = (row[:, None] + offsets)[:, :, None]
-        cols = (col[:, None] + offsets)[:, None, :]
-        windows = images[image[:, None, None], rows, cols].reshape(len(chunk), -1)
-        windows = windows.to(torch.float64)
-        coefficients = windows @ flat.T
-        bound = tolerance * (windows.abs() @ abs_flat.T)
+        start = (chunk[:, 0] * height + chunk[:, 1]) * width + chunk[:, 2]
+        windows = pixels[start[:, None] + window_index].to(torch.float64)
+        coefficients = windows @ flat
+        bound = tolerance * (windows.abs() @ abs_flat)
         coefficients = torch.where(coefficients.abs() <= bound, 0.0, coefficients)
-        codes.append(_codes_from_bits(coefficients @ transform > 0))
+        codes.append(_pack_bits(coefficients @ transform > 0))
     return torch.cat(codes)
 
 
@@ -223,29 +232,31 @@ def lpq(
     filters, transform, combined = _lpq_operators(window_size, decorrelate, float(rho))
     device = images.device
     dtype = _fast_dtype(device)
-    x = images.to(dtype)[:, None]
-    weight = combined.to(device=device, dtype=dtype)[:, None]
-    response = F.conv2d(x.contiguous(memory_format=torch.channels_last), weight)
-    response = response.permute(0, 2, 3, 1)  # (N, H', W', 8), contiguous
-    codes = _codes_from_bits(response > 0)
-    # Rigorous bound on the convolution's rounding error, per image and coefficient: any
-    # summation order of n² products errs by at most (n² + 1) u Σ|w||x|, plus u Σ|w||x|
-    # for rounding the weights and the pixels to ``dtype``; doubled for margin.
+    # Each filter divided by its l1 norm: the signs do not change, and one rounding bound
+    # then holds for all eight responses of an image.
+    norms = combined.reshape(8, -1).abs().sum(1)
+    weight = (combined / norms[:, None, None]).to(device=device, dtype=dtype)[:, None]
+    x = images.to(dtype)[:, None].contiguous(memory_format=torch.channels_last)
+    response = F.conv2d(x, weight).permute(0, 2, 3, 1).contiguous()  # (N, H', W', 8)
+    # Rigorous bound on the convolution's rounding error: any summation order of n²
+    # products errs by at most (n² + 1) u Σ|w||x|, plus u Σ|w||x| each for rounding the
+    # weights and the pixels to ``dtype``; Σ|w||x| <= max|x| here. Doubled for margin.
     unit = torch.finfo(dtype).eps / 2
     peak = images.reshape(len(images), -1).abs().amax(1).to(torch.float64)
-    norms = combined.reshape(8, -1).abs().sum(1).to(device)
-    bound = 2 * (window_size**2 + 3) * unit * peak[:, None] * norms[None, :]
-    uncertain = (response.abs() <= bound[:, None, None, :].to(dtype)).any(-1)
-    where = uncertain.nonzero()
+    bound = (2 * (window_size**2 + 3) * unit * peak).to(dtype)[:, None, None, None]
+    above = response > bound
+    codes = _pack_bits(above)  # right wherever every |response| exceeds the bound
+    clear = (above | (response < -bound)).view(torch.int64)[..., 0]
+    where = (clear != _ALL_BYTES_ONE).nonzero()
     if len(where):
         exact = _exact_codes(images, where, window_size, filters, transform)
         codes[where[:, 0], where[:, 1], where[:, 2]] = exact
     if mode == "im":
-        return codes
+        return codes.to(torch.uint8)
     count = len(codes)
-    flat = codes.reshape(count, -1).to(torch.int64)
-    flat = flat + 256 * torch.arange(count, device=device)[:, None]
-    histogram = torch.bincount(flat.reshape(-1), minlength=256 * count).reshape(count, 256)
+    offsets = 256 * torch.arange(count, device=device)
+    flat = (codes + offsets[:, None, None]).reshape(-1)
+    histogram = torch.bincount(flat, minlength=256 * count).reshape(count, 256)
     if mode == "h":
         return histogram
     return histogram.to(torch.float64) / histogram.sum(1, keepdim=True)
