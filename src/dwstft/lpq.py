@@ -46,8 +46,6 @@ REFERENCE_DIAGONAL = (1.000007, 1.000006, 1.000005, 1.000004, 1.000003, 1.000002
 REFERENCE_ORDER = (2, 3, 0, 1, 4, 5, 6, 7)
 #: Windows recomputed in float64 per batch of the exact pass (bounds its memory).
 _EXACT_CHUNK = 1 << 16
-#: Eight true bools read as one little-endian int64.
-_ALL_BYTES_ONE = 0x0101010101010101
 
 
 def _check_arguments(window_size: object, decorrelate: object, rho: object, mode: object) -> None:
@@ -236,26 +234,29 @@ def lpq(
     # then holds for all eight responses of an image.
     norms = combined.reshape(8, -1).abs().sum(1)
     weight = (combined / norms[:, None, None]).to(device=device, dtype=dtype)[:, None]
-    x = images.to(dtype)[:, None].contiguous(memory_format=torch.channels_last)
-    response = F.conv2d(x, weight).permute(0, 2, 3, 1).contiguous()  # (N, H', W', 8)
+    response = F.conv2d(images.to(dtype)[:, None], weight)  # (N, 8, H', W')
     # Rigorous bound on the convolution's rounding error: any summation order of n²
     # products errs by at most (n² + 1) u Σ|w||x|, plus u Σ|w||x| each for rounding the
     # weights and the pixels to ``dtype``; Σ|w||x| <= max|x| here. Doubled for margin.
     unit = torch.finfo(dtype).eps / 2
     peak = images.reshape(len(images), -1).abs().amax(1).to(torch.float64)
-    bound = (2 * (window_size**2 + 3) * unit * peak).to(dtype)[:, None, None, None]
-    above = response > bound
-    codes = _pack_bits(above)  # right wherever every |response| exceeds the bound
-    clear = (above | (response < -bound)).view(torch.int64)[..., 0]
-    where = (clear != _ALL_BYTES_ONE).nonzero()
+    bound = (2 * (window_size**2 + 3) * unit * peak).to(dtype)[:, None, None]
+    codes = torch.zeros(response[:, 0].shape, dtype=torch.uint8, device=device)
+    unsure = torch.zeros(codes.shape, dtype=torch.bool, device=device)
+    for i in range(8):  # one channel at a time: each pass reads 1/8 of the response
+        coefficient = response[:, i]
+        above = coefficient > bound
+        codes |= above.to(torch.uint8) << i  # right wherever |coefficient| > bound
+        unsure |= ~(above | (coefficient < -bound))
+    where = unsure.nonzero()
     if len(where):
         exact = _exact_codes(images, where, window_size, filters, transform)
-        codes[where[:, 0], where[:, 1], where[:, 2]] = exact
+        codes[where[:, 0], where[:, 1], where[:, 2]] = exact.to(torch.uint8)
     if mode == "im":
-        return codes.to(torch.uint8)
+        return codes
     count = len(codes)
-    offsets = 256 * torch.arange(count, device=device)
-    flat = (codes + offsets[:, None, None]).reshape(-1)
+    offsets = 256 * torch.arange(count, dtype=torch.int32, device=device)
+    flat = (codes.to(torch.int32) + offsets[:, None, None]).reshape(-1)
     histogram = torch.bincount(flat, minlength=256 * count).reshape(count, 256)
     if mode == "h":
         return histogram
