@@ -189,16 +189,21 @@ def _exact_codes(
     offsets = torch.arange(window_size, device=device)
     window_index = (offsets[:, None] * width + offsets[None, :]).reshape(-1)
     flat = filters.reshape(8, -1).T.to(device)
-    abs_flat = flat.abs()
-    transform = transform.to(device)
     tolerance = 2 * (window_size**2 + 2) * torch.finfo(torch.float64).eps / 2
+    # Coefficients and their bounds in one product when the pixels cannot be negative.
+    unsigned = images.dtype == torch.uint8
+    operator = torch.cat([flat, tolerance * flat.abs()], 1) if unsigned else flat
+    transform = transform.to(device)
     pixels = images.reshape(-1)
     codes = []
     for chunk in where.split(_EXACT_CHUNK):
         start = (chunk[:, 0] * height + chunk[:, 1]) * width + chunk[:, 2]
         windows = pixels[start[:, None] + window_index].to(torch.float64)
-        coefficients = windows @ flat
-        bound = tolerance * (windows.abs() @ abs_flat)
+        if unsigned:
+            coefficients, bound = (windows @ operator).split(8, 1)
+        else:
+            coefficients = windows @ operator
+            bound = tolerance * (windows.abs() @ flat.abs())
         coefficients = torch.where(coefficients.abs() <= bound, 0.0, coefficients)
         codes.append(_pack_bits(coefficients @ transform > 0))
     return torch.cat(codes)
@@ -240,14 +245,12 @@ def lpq(
     # weights and the pixels to ``dtype``; Σ|w||x| <= max|x| here. Doubled for margin.
     unit = torch.finfo(dtype).eps / 2
     peak = images.reshape(len(images), -1).abs().amax(1).to(torch.float64)
-    bound = (2 * (window_size**2 + 3) * unit * peak).to(dtype)[:, None, None]
-    codes = torch.zeros(response[:, 0].shape, dtype=torch.uint8, device=device)
-    unsure = torch.zeros(codes.shape, dtype=torch.bool, device=device)
-    for i in range(8):  # one channel at a time: each pass reads 1/8 of the response
-        coefficient = response[:, i]
-        above = coefficient > bound
-        codes |= above.to(torch.uint8) << i  # right wherever |coefficient| > bound
-        unsure |= ~(above | (coefficient < -bound))
+    bound = (2 * (window_size**2 + 3) * unit * peak).to(dtype)[:, None, None, None]
+    above = response > bound
+    powers = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=device)
+    # Right wherever every |coefficient| exceeds the bound; the others are recomputed.
+    codes = (above.to(torch.uint8) * powers[:, None, None]).sum(1, dtype=torch.uint8)
+    unsure = ~(above | (response < -bound)).all(1)
     where = unsure.nonzero()
     if len(where):
         exact = _exact_codes(images, where, window_size, filters, transform)
