@@ -13,6 +13,7 @@ from dwstft import (
 )
 from dwstft.basis_nd import stft_basis_nd
 from dwstft.functional_nd import IMPLS_ND
+from dwstft.layers_nd import set_impl_nd
 from stft_nd_reference import stft_nd_reference
 
 # (layer class, kernel size, one input's spatial size)
@@ -312,3 +313,11 @@ def test_cuda_matches_cpu(impl, monkeypatch):
     yg.square().sum().backward()
     torch.testing.assert_close(yg.cpu(), layer(x), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(xg.grad.cpu(), x.grad, rtol=1e-3, atol=1e-3)
+
+
+def test_set_impl_nd_reaches_every_nd_layer():
+    model = nn.Sequential(DepthwiseSTFTSeparable3d(3, 4), DepthwiseSTFTSeparable1d(4, 4))
+    set_impl_nd(model, "grouped")
+    assert [m.impl for m in model] == ["grouped", "grouped"]
+    with pytest.raises(ValueError, match="impl"):
+        set_impl_nd(model, "shift")

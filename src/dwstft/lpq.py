@@ -209,6 +209,38 @@ def _exact_codes(
     return torch.cat(codes)
 
 
+def _two_phase_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """(K, 1, n, n) cross-correlation kernels → (2K, 2, n, (n + 1) / 2) kernels acting on
+    the even and odd columns of an image as two channels (a polyphase form: output channel
+    q*K + k is response k at the columns of parity q). The same products, arranged so that
+    the convolution sees two input and 2K output channels, which oneDNN runs about 1.6×
+    faster than one input channel (docs/family.md)."""
+    count, _, n, _ = weight.shape
+    taps = (n + 1) // 2
+    phased = weight.new_zeros(2, count, 2, n, taps)
+    for out_parity in range(2):
+        for in_parity in range(2):
+            for t in range(taps):
+                v = 2 * t + in_parity - out_parity
+                if 0 <= v < n:
+                    phased[out_parity, :, in_parity, :, t] = weight[:, 0, :, v]
+    return phased.reshape(2 * count, 2, n, taps)
+
+
+def _responses_two_phase(images: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) and (K, 1, n, n) → (N, 2, K, H - n + 1, W'') with W'' the output width
+    rounded up to even: [:, q, k, :, m] is the 'valid' cross-correlation of the image with
+    kernel k at column 2m + q."""
+    count, n = weight.shape[0], weight.shape[-1]
+    batch, height, width = images.shape
+    out_width = width - n + 1
+    pad = out_width % 2  # an even number of output columns, so both parities have as many
+    x = F.pad(images, (0, pad)) if pad else images
+    phases = x.reshape(batch, height, -1, 2).permute(0, 3, 1, 2)  # (N, 2, H, W / 2)
+    response = F.conv2d(phases, _two_phase_kernels(weight))
+    return response.reshape(batch, 2, count, *response.shape[2:])
+
+
 def lpq(
     images: torch.Tensor,
     window_size: int = 7,
@@ -239,18 +271,27 @@ def lpq(
     # then holds for all eight responses of an image.
     norms = combined.reshape(8, -1).abs().sum(1)
     weight = (combined / norms[:, None, None]).to(device=device, dtype=dtype)[:, None]
-    response = F.conv2d(images.to(dtype)[:, None], weight)  # (N, 8, H', W')
-    # Rigorous bound on the convolution's rounding error: any summation order of n²
-    # products errs by at most (n² + 1) u Σ|w||x|, plus u Σ|w||x| each for rounding the
-    # weights and the pixels to ``dtype``; Σ|w||x| <= max|x| here. Doubled for margin.
+    response = _responses_two_phase(images.to(dtype), weight)  # (N, 2, 8, H', W'')
+    # Rigorous bound on the convolution's rounding error: any summation order of its
+    # n (n + 1) products (some with zero weights) errs by at most (n (n + 1) + 1) u Σ|w||x|,
+    # plus u Σ|w||x| each for rounding the weights and the pixels to ``dtype``;
+    # Σ|w||x| <= max|x| here. Doubled for margin.
     unit = torch.finfo(dtype).eps / 2
     peak = images.reshape(len(images), -1).abs().amax(1).to(torch.float64)
-    bound = (2 * (window_size**2 + 3) * unit * peak).to(dtype)[:, None, None, None]
+    terms = window_size * (window_size + 1)
+    bound = (2 * (terms + 3) * unit * peak).to(dtype)[:, None, None, None, None]
     above = response > bound
     powers = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=device)
     # Right wherever every |coefficient| exceeds the bound; the others are recomputed.
-    codes = (above.to(torch.uint8) * powers[:, None, None]).sum(1, dtype=torch.uint8)
-    unsure = ~(above | (response < -bound)).all(1)
+    codes = (above.view(torch.uint8) * powers[:, None, None]).sum(2, dtype=torch.uint8)
+    clear = (above | (response < -bound)).view(torch.uint8).sum(2, dtype=torch.uint8)
+    unsure = clear != 8
+    # Interleave the two column parities back: (N, 2, H', W''/2) → (N, H', W'').
+    out_width = images.shape[2] - window_size + 1
+    codes = codes.permute(0, 2, 3, 1).reshape(len(images), -1, 2 * codes.shape[3])
+    codes = codes[:, :, :out_width].contiguous()
+    unsure = unsure.permute(0, 2, 3, 1).reshape(codes.shape[0], codes.shape[1], -1)
+    unsure = unsure[:, :, :out_width]
     where = unsure.nonzero()
     if len(where):
         exact = _exact_codes(images, where, window_size, filters, transform)

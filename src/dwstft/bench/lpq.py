@@ -106,6 +106,7 @@ def run_lpq_benchmark(
     """Time ``lpq_scipy`` over the batch against one ``dwstft.lpq`` call, interleaved."""
     crops = photo_crops(images, size)
     batch = torch.from_numpy(crops).to(device)
+    lpq(batch[:1], window_size)  # validates the arguments before the reference runs
     sync = torch.cuda.synchronize if batch.is_cuda else (lambda: None)
 
     def reference() -> np.ndarray:
