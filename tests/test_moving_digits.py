@@ -3,6 +3,9 @@ the device loader and the training loop."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -17,9 +20,10 @@ from dwstft.data.moving_digits import (
     load_moving_digits_splits,
     render_clips,
 )
-from dwstft.models import registry
+from dwstft.models import create_model, registry
 from dwstft.models.base import ImageClassifier
 from dwstft.train import make_config, train
+from dwstft.train.checkpoint import save_weights
 from dwstft.train.evaluate import evaluate_checkpoint
 
 
@@ -149,3 +153,24 @@ def test_train_and_eval_run_on_clips(tmp_path, monkeypatch):
     assert len(result.history) == 1 and 0 <= result.final_acc <= 1
     report = evaluate_checkpoint(tmp_path / "run" / "best.safetensors", device="cpu")
     assert report["dataset"] == "moving-digits" and report["count"] == 720
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_channels_last_with_clips_is_a_one_line_error(tmp_path, command):
+    if command == "train":
+        argv = ["train", "--model", "video_stft_tiny", "--output", str(tmp_path / "run")]
+    else:
+        weights = tmp_path / "best.safetensors"
+        model = create_model("video_stft_tiny", num_classes=40, in_chans=1)
+        save_weights(weights, model.state_dict(), {"model": "video_stft_tiny"})
+        argv = ["eval", "--checkpoint", str(weights)]
+    argv += ["--dataset", "moving-digits", "--channels-last", "--device", "cpu"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "dwstft.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr
+    assert f"dwstft {command}: error: --channels-last needs images (N, C, H, W)" in lines[0]

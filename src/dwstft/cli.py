@@ -347,7 +347,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         parents=_COMMON,
-        help="train a registered model on CIFAR-10/100 or digits",
+        help="train a registered model on CIFAR-10/100, digits or moving-digits clips",
         description=(
             "Train with the paper's recipe (Adam, lr 0.01, batch 64 then 128 for the last "
             "quarter of the epochs) or the fast one (AdamW, warm-up + cosine, label "
@@ -358,7 +358,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     run = p.add_argument_group("run")
     run.add_argument("--model", help="registered model name (see `dwstft models`)")
-    run.add_argument("--dataset", help="cifar10, cifar100 or digits")
+    run.add_argument("--dataset", help="cifar10, cifar100, digits or moving-digits (clips)")
     run.add_argument("--data-dir", help="where CIFAR is found or downloaded to")
     run.add_argument("--output", help="run folder (default with --resume: the checkpoint's)")
     run.add_argument("--resume", metavar="LAST_PT", help="continue the run saved in last.pt")

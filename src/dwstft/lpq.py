@@ -24,9 +24,10 @@ parts of symmetric windows, ...), which the reference quantises according to rou
 of about 1e-15; here they quantise as exact zeros, to bit 0.
 
 Speed: one ``conv2d`` of every image with the eight (decorrelated) filters in float32 on the
-CPU, a rigorous bound on its rounding error per image, and an exact float64 recomputation
-of the few pixels where some coefficient lies within that bound of zero. On other devices
-(whose float32 convolutions may use TF32) the convolution runs in float64.
+CPU (in a two-phase form, see ``_two_phase_kernels``), a rigorous bound on its rounding
+error per image, and an exact float64 recomputation of the few pixels where some
+coefficient lies within that bound of zero. On other devices (whose float32 convolutions
+may use TF32) the convolution runs in float64.
 """
 
 from __future__ import annotations

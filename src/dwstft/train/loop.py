@@ -177,6 +177,11 @@ def _build_run(config: TrainConfig, ctx: DistContext) -> _Run:
     if ctx.is_main:
         _prepare_run_dir(run_dir, resuming=saved is not None)
     splits = load_dataset(config.dataset, config.data_dir)
+    if config.channels_last and splits.train_images.ndim != 4:
+        raise RunSetupError(
+            f"--channels-last needs images (N, C, H, W), but {config.dataset} holds clips "
+            f"(N, C, T, H, W); drop --channels-last"
+        )
     torch.manual_seed(config.seed)
     model = create_model(
         config.model, num_classes=splits.num_classes, in_chans=splits.train_images.shape[1]
