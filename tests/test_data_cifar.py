@@ -405,7 +405,7 @@ def test_spec_names_match_urls():
 
 
 def test_unknown_dataset_lists_choices():
-    with pytest.raises(ValueError, match="cifar10, cifar100, digits; got 'mnist'"):
+    with pytest.raises(ValueError, match="cifar10, cifar100, digits, moving-digits; got 'mnist'"):
         load_dataset("mnist")
 
 
