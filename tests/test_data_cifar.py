@@ -347,7 +347,7 @@ def test_specs_carry_the_published_urls_and_checksums():
 
 
 def test_unknown_dataset_lists_choices():
-    with pytest.raises(ValueError, match="cifar10, cifar100, digits; got 'mnist'"):
+    with pytest.raises(ValueError, match="cifar10, cifar100, digits, moving-digits; got 'mnist'"):
         load_dataset("mnist")
 
 

@@ -99,13 +99,25 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     layer = what.add_parser(
         "layer", parents=_COMMON, help="the layer's execution paths vs R0/R1/R2"
     )
-    layer.add_argument("-b", "--batch-size", type=int, default=64)
+    layer.add_argument(
+        "--dims",
+        type=int,
+        choices=(1, 2, 3),
+        default=2,
+        help="spatial dimensions: 1 (audio-like), 2 (the paper's layer), 3 (video)",
+    )
+    layer.add_argument("-b", "--batch-size", type=int, help="default: 32 (1-D), 64 (2-D), 8 (3-D)")
     layer.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     layer.add_argument("--device", default="cpu")
-    layer.add_argument("--channels-last", action="store_true")
+    layer.add_argument("--channels-last", action="store_true", help="2-D only")
     layer.add_argument("--compile", action="store_true", help="add torch.compile(auto layer)")
     layer.add_argument(
-        "--kernel-sizes", type=int, nargs="+", default=[3, 5], metavar="N", help="n values"
+        "--kernel-sizes",
+        type=_kernel_size,
+        nargs="+",
+        metavar="N",
+        help="n values; in 3-D also TxHxW (e.g. 1x3x3); default: 3 5 (2-D), "
+        "3 5 9 15 21 (1-D), 3 1x3x3 3x1x1 5 (3-D)",
     )
     layer.add_argument("--output", help="also write the Markdown table to this file")
     layer.set_defaults(handler=_run_bench_layer)
@@ -158,6 +170,18 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "--profile", metavar="MODEL", help="instead: profile one training step of MODEL"
     )
     models.set_defaults(handler=_run_bench_models)
+    lpq = what.add_parser(
+        "lpq",
+        parents=_COMMON,
+        help="dwstft.lpq images/s against a straightforward NumPy/SciPy LPQ",
+    )
+    lpq.add_argument("--images", type=_positive_int, default=256, help="crops per batch")
+    lpq.add_argument("--size", type=_positive_int, default=128, help="crop side in pixels")
+    lpq.add_argument("--window-size", type=_positive_int, default=7, help="odd, >= 3")
+    lpq.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds")
+    lpq.add_argument("--device", default="cpu")
+    lpq.add_argument("--output", help="also write the Markdown table to this file")
+    lpq.set_defaults(handler=_run_bench_lpq)
 
 
 def _run_bench_models(args: argparse.Namespace) -> int:
@@ -209,24 +233,57 @@ def _run_bench_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kernel_size(text: str) -> tuple[int, ...]:
+    """An argparse type: ``5`` or ``1x3x3`` → a tuple of positive ints."""
+    try:
+        sizes = tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"must be N or TxHxW (positive ints), got {text!r}")
+    return sizes
+
+
 def _run_bench_layer(args: argparse.Namespace) -> int:
     _check_outputs(args)
     import torch
 
-    from dwstft.bench.layer import SHAPES, format_layer_table, run_layer_benchmark
+    from dwstft.bench.layer import (
+        BATCH_BY_DIMS,
+        format_layer_table,
+        layer_cases,
+        run_layer_benchmark,
+    )
 
+    batch = args.batch_size or BATCH_BY_DIMS[args.dims]
+    shapes, kernel_sizes = layer_cases(args.dims, args.kernel_sizes)
     results = run_layer_benchmark(
-        SHAPES,
-        tuple(args.kernel_sizes),
-        batch=args.batch_size,
+        shapes,
+        kernel_sizes,
+        batch=batch,
         rounds=args.rounds,
         device=args.device,
         channels_last=args.channels_last,
         compile_auto=args.compile,
+        dims=args.dims,
     )
-    table = format_layer_table(
-        results, args.batch_size, torch.device(args.device), args.channels_last
+    table = format_layer_table(results, batch, torch.device(args.device), args.channels_last)
+    print(table)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+    return 0
+
+
+def _run_bench_lpq(args: argparse.Namespace) -> int:
+    import torch
+
+    from dwstft.bench.lpq import format_lpq_table, run_lpq_benchmark
+
+    result = run_lpq_benchmark(
+        args.images, args.size, args.window_size, rounds=args.rounds, device=args.device
     )
+    table = format_lpq_table(result, torch.device(args.device))
     print(table)
     if args.output:
         atomic_write_text(args.output, table + "\n")
@@ -369,7 +426,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         parents=_COMMON,
-        help="train a registered model on CIFAR-10/100 or digits",
+        help="train a registered model on CIFAR-10/100, digits or moving-digits clips",
         description=(
             "Train with a recipe: paper (Adam, lr 0.01, batch 64 then 128 for the last "
             "quarter of the epochs), fast (AdamW, warm-up + cosine, label smoothing), "

@@ -1,4 +1,5 @@
-"""Datasets (CIFAR-10/100, scikit-learn digits), on-device augmentation and loading.
+"""Datasets (CIFAR-10/100, scikit-learn digits, moving-digits clips), on-device augmentation
+and loading.
 
 This package imports nothing else from :mod:`dwstft`.
 """
@@ -27,6 +28,7 @@ from dwstft.data.datasets import (
 )
 from dwstft.data.digits import load_digits_splits
 from dwstft.data.loader import DeviceLoader
+from dwstft.data.moving_digits import load_moving_digits_splits
 
 __all__ = [
     "ALLOWED_GLOBALS",
@@ -50,5 +52,6 @@ __all__ = [
     "load_cifar",
     "load_dataset",
     "load_digits_splits",
+    "load_moving_digits_splits",
     "normalize",
 ]

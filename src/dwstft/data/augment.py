@@ -28,15 +28,16 @@ def normalize(
     mean: Sequence[float] | torch.Tensor,
     std: Sequence[float] | torch.Tensor,
 ) -> torch.Tensor:
-    """uint8 images (N, C, H, W) in 0..255 → float32 ``(x / 255 - mean) / std`` per channel.
+    """uint8 images (N, C, H, W) or clips (N, C, T, H, W) in 0..255 → float32
+    ``(x / 255 - mean) / std`` per channel.
 
     ``mean`` and ``std`` hold one value per channel; pass them as float32 tensors already on
     the images' device to avoid a host-to-device copy per call.
     """
-    if images.dtype != torch.uint8 or images.ndim != 4:
+    if images.dtype != torch.uint8 or images.ndim not in (4, 5):
         raise ValueError(
-            f"images must be uint8 (N, C, H, W), got {images.dtype} with shape "
-            f"{tuple(images.shape)}"
+            f"images must be uint8 (N, C, H, W) or (N, C, T, H, W), got {images.dtype} with "
+            f"shape {tuple(images.shape)}"
         )
     channels = images.shape[1]
     if len(mean) != channels or len(std) != channels:
@@ -46,8 +47,9 @@ def normalize(
         )
     if not isinstance(std, torch.Tensor) and min(std) <= 0:
         raise ValueError(f"std must be positive, got {tuple(std)}")
-    m = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    shape = (1, -1) + (1,) * (images.ndim - 2)
+    m = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(shape)
+    s = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(shape)
     return (images.to(torch.float32) / 255 - m) / s
 
 
@@ -105,6 +107,9 @@ class BatchAugment:
     outside the image are filled per ``padding_mode``; the default "zeros" applied to
     normalised images (as :class:`~dwstft.data.loader.DeviceLoader` does) fills with the
     training mean colour. With everything disabled the call returns ``x`` unchanged.
+
+    Clips (N, C, T, H, W) get one warp per clip, the same for all of its frames (a flip
+    mirrors the motion too, so datasets whose labels depend on it disable flips).
     """
 
     def __init__(
@@ -158,16 +163,19 @@ class BatchAugment:
         return flip, shift, angle
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Augment float images ``x`` (N, C, H, W); parameters come from ``generator``."""
-        if not x.is_floating_point() or x.ndim != 4:
+        """Augment float images ``x`` (N, C, H, W) or clips (N, C, T, H, W); parameters come
+        from ``generator``."""
+        if not x.is_floating_point() or x.ndim not in (4, 5):
             raise ValueError(
-                f"x must be float (N, C, H, W), got {x.dtype} with shape {tuple(x.shape)}"
+                f"x must be float (N, C, H, W) or (N, C, T, H, W), got {x.dtype} with shape "
+                f"{tuple(x.shape)}"
             )
         if not self.enabled:
             return x
-        n, _, h, w = x.shape
+        n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
         flip, shift, angle = (p.to(x.device) for p in self.sample(n, h, w, generator))
-        return affine_warp(x, flip, shift, angle, self.padding_mode)
+        frames = x.reshape(n, -1, h, w)  # a clip's frames warp together, as channels
+        return affine_warp(frames, flip, shift, angle, self.padding_mode).reshape(x.shape)
 
 
 def pil_rotation_map(

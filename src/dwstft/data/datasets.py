@@ -9,8 +9,9 @@ import torch
 
 from dwstft.data.cifar import CIFAR_SPECS, load_cifar
 from dwstft.data.digits import DIGITS_NUM_CLASSES, load_digits_splits
+from dwstft.data.moving_digits import MOVING_DIGITS_NUM_CLASSES, load_moving_digits_splits
 
-DATASET_NAMES = ("cifar10", "cifar100", "digits")
+DATASET_NAMES = ("cifar10", "cifar100", "digits", "moving-digits")
 DEFAULT_DATA_DIR = Path("~/.cache/dwstft/data")
 
 
@@ -18,10 +19,11 @@ DEFAULT_DATA_DIR = Path("~/.cache/dwstft/data")
 class DatasetSplits:
     """A dataset's train and test splits with what training needs to know about them.
 
-    Images are uint8 tensors (N, C, H, W) with values 0..255, labels int64 (N,) in
-    [0, num_classes). ``mean`` and ``std`` are per-channel statistics of the training images
-    scaled to [0, 1] (population std). ``hflip`` says whether a horizontal flip preserves the
-    label (natural images: yes; digits: no).
+    Images are uint8 tensors (N, C, H, W) with values 0..255 — or clips (N, C, T, H, W)
+    for video datasets — and labels int64 (N,) in [0, num_classes). ``mean`` and ``std``
+    are per-channel statistics of the training images scaled to [0, 1] (population std).
+    ``hflip`` says whether a horizontal flip preserves the label (natural images: yes;
+    digits and moving digits: no).
     """
 
     name: str
@@ -36,15 +38,16 @@ class DatasetSplits:
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and population std of uint8 images (N, C, H, W), scaled to [0, 1].
+    """Per-channel mean and population std of uint8 images (N, C, H, W) or clips
+    (N, C, T, H, W), scaled to [0, 1].
 
     Exact: computed in float64 from a 256-bin histogram per channel, so no float copy of
     the images is made.
     """
-    if images.dtype != torch.uint8 or images.ndim != 4:
+    if images.dtype != torch.uint8 or images.ndim not in (4, 5):
         raise ValueError(
-            f"images must be uint8 (N, C, H, W), got {images.dtype} with shape "
-            f"{tuple(images.shape)}"
+            f"images must be uint8 (N, C, H, W) or (N, C, T, H, W), got {images.dtype} with "
+            f"shape {tuple(images.shape)}"
         )
     values = torch.arange(256, dtype=torch.float64) / 255
     means, stds = [], []
@@ -61,17 +64,22 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 def load_dataset(
     name: str, data_dir: str | Path | None = None, download: bool = True
 ) -> DatasetSplits:
-    """Load ``name`` ("cifar10", "cifar100" or "digits") as :class:`DatasetSplits`.
+    """Load ``name`` ("cifar10", "cifar100", "digits" or "moving-digits") as
+    :class:`DatasetSplits`.
 
     ``data_dir`` is where CIFAR is looked for (default ``~/.cache/dwstft/data``; see
     :func:`dwstft.data.cifar.prepare_cifar` for the lookup order) and ``download`` whether
-    it may be fetched; both are ignored for the bundled digits.
+    it may be fetched; both are ignored for the bundled digits and the clips made from them
+    (:mod:`dwstft.data.moving_digits`).
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"name must be one of {', '.join(DATASET_NAMES)}; got {name!r}")
     if name == "digits":
         (train_x, train_y), (test_x, test_y) = load_digits_splits()
         num_classes, hflip = DIGITS_NUM_CLASSES, False
+    elif name == "moving-digits":
+        (train_x, train_y), (test_x, test_y) = load_moving_digits_splits()
+        num_classes, hflip = MOVING_DIGITS_NUM_CLASSES, False  # a flip reverses the motion
     else:
         root = Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR).expanduser()
         (train_x, train_y), (test_x, test_y) = load_cifar(name, root, download)

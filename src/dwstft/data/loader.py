@@ -20,7 +20,8 @@ def derive_seed(*keys: int) -> int:
 
 
 class DeviceLoader:
-    """Yields (normalised float32 images (B, C, H, W), int64 labels (B,)) from device tensors.
+    """Yields (normalised float32 images (B, C, H, W), int64 labels (B,)) from device tensors
+    (clips (B, C, T, H, W) for video datasets).
 
     The split lives on ``device`` as one uint8 tensor; each batch is gathered, normalised
     with ``mean``/``std`` (see :func:`~dwstft.data.augment.normalize`) and, if ``augment``
@@ -58,10 +59,10 @@ class DeviceLoader:
         world_size: int = 1,
         device: torch.device | str | None = None,
     ) -> None:
-        if images.dtype != torch.uint8 or images.ndim != 4:
+        if images.dtype != torch.uint8 or images.ndim not in (4, 5):
             raise ValueError(
-                f"images must be uint8 (N, C, H, W), got {images.dtype} with shape "
-                f"{tuple(images.shape)}"
+                f"images must be uint8 (N, C, H, W) or (N, C, T, H, W), got {images.dtype} "
+                f"with shape {tuple(images.shape)}"
             )
         if labels.shape != (images.shape[0],):
             raise ValueError(

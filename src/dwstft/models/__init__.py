@@ -7,6 +7,7 @@ from dwstft.models import (  # noqa: F401  (importing registers the models)
     shufflenet,
     shufflenetv2,
     stftnet,
+    video,
 )
 from dwstft.models.features import FeatureExtractor, FeatureInfo
 from dwstft.models.registry import (

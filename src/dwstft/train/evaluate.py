@@ -103,6 +103,11 @@ def evaluate_checkpoint(
     dataset = _pick("dataset", dataset, info.get("dataset"))
     dev = resolve_device(device)
     splits = load_dataset(dataset, data_dir)
+    if channels_last and splits.train_images.ndim != 4:
+        raise ValueError(
+            f"--channels-last needs images (N, C, H, W), but {dataset} holds clips "
+            f"(N, C, T, H, W); drop --channels-last"
+        )
     model = create_model(
         model_name, num_classes=splits.num_classes, in_chans=splits.train_images.shape[1]
     )

@@ -193,6 +193,11 @@ def _build_run(config: TrainConfig, ctx: DistContext) -> _Run:
         merge_resumed(saved_config(config.resume, saved["config"]), config.to_dict())
     run_dir = Path(config.output)
     splits = load_dataset(config.dataset, config.data_dir)
+    if config.channels_last and splits.train_images.ndim != 4:
+        raise RunSetupError(
+            f"--channels-last needs images (N, C, H, W), but {config.dataset} holds clips "
+            f"(N, C, T, H, W); drop --channels-last"
+        )
     torch.manual_seed(config.seed)
     model = create_model(
         config.model, num_classes=splits.num_classes, in_chans=splits.train_images.shape[1]

@@ -1,0 +1,308 @@
+"""Local Phase Quantization (LPQ; Ojansivu & Heikkilä, ICISP 2008), exactly, on any device.
+
+LPQ codes a pixel by the signs of the real and imaginary parts of the local 2-D STFT over
+its n×n window at the four frequencies of the Depthwise-STFT layer, optionally decorrelated
+first. ``lpq`` follows the conventions of the authors' MATLAB reference ``lpq.m`` (2010):
+
+- coefficient order (bit i for i = 0..7): Re, Im of the horizontal frequency [0, a], then
+  of the vertical [a, 0], then [a, a] and [a, -a] (rows, columns; a = 1/n), computed as
+  ``F(x) = sum_y f(x - y) exp(-j 2 pi v^T y)`` — the 2-D layer's Eq. 2;
+- 'valid' borders: codes only where the whole window fits, (H - n + 1) × (W - n + 1);
+- decorrelation: covariance of the window's pixels ``rho^||x_i - x_j||``, its image
+  ``D = M C M^T`` under the eight coefficient filters, ``A D A`` with the reference's
+  almost-unit diagonal ``A = diag(1.000007, ..., 1.000001, 1)``, singular vectors V in
+  descending order of singular value, coefficients ``V^T F``;
+- quantisation ``> 0`` (a zero coefficient gives bit 0), code = sum_i bit_i 2^i, histogram
+  over the 256 codes, ``'nh'`` divides it by its sum.
+
+Two things the reference leaves to floating-point chance are made deterministic (see
+docs/family.md, "LPQ"): the sign of each singular vector (``lpq.m`` takes LAPACK's, which
+changes with the LAPACK build and with the last bits of D; we make the largest-magnitude
+entry of each vector positive, the rule a later published variant of ``lpq.m`` adopts)
+and coefficients that are exactly zero in exact arithmetic (flat windows, the imaginary
+parts of symmetric windows, ...), which the reference quantises according to rounding noise
+of about 1e-15; here they quantise as exact zeros, to bit 0.
+
+Speed: one ``conv2d`` of every image with the eight (decorrelated) filters in float32 on the
+CPU (in a two-phase form, see ``_two_phase_kernels``), a rigorous bound on its rounding
+error per image, and an exact float64 recomputation of the few pixels where some
+coefficient lies within that bound of zero. On other devices (whose float32 convolutions
+may use TF32) the convolution runs in float64.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from dwstft.basis import stft_basis
+
+MODES = ("nh", "h", "im")
+#: The reference's almost-unit diagonal, "to avoid multiple eigenvalues".
+REFERENCE_DIAGONAL = (1.000007, 1.000006, 1.000005, 1.000004, 1.000003, 1.000002, 1.000001, 1.0)
+#: ``stft_basis`` maps in the reference's coefficient order: [0, a] (the basis' v2) first,
+#: then [a, 0] (v1), [a, a] (v3), [a, -a] (v4); Re then Im each.
+REFERENCE_ORDER = (2, 3, 0, 1, 4, 5, 6, 7)
+#: Windows recomputed in float64 per batch of the exact pass (bounds its memory).
+_EXACT_CHUNK = 1 << 16
+
+
+def _check_arguments(window_size: object, decorrelate: object, rho: object, mode: object) -> None:
+    if (
+        isinstance(window_size, bool)
+        or not isinstance(window_size, int)
+        or window_size < 3
+        or window_size % 2 == 0
+    ):
+        raise ValueError(f"window_size must be an odd int >= 3, got {window_size!r}")
+    if not isinstance(decorrelate, bool):
+        raise ValueError(f"decorrelate must be True or False, got {decorrelate!r}")
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0.0 < rho < 1.0:
+        raise ValueError(f"rho must be a number in (0, 1), got {rho!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def _as_batch(images: object, window_size: int) -> torch.Tensor:
+    """(N, H, W) or (N, 1, H, W) real tensor → (N, H, W), validated."""
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(
+            f"images must be a torch.Tensor (N, H, W) or (N, 1, H, W), got {type(images).__name__}"
+        )
+    if images.dim() == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.dim() != 3:
+        raise ValueError(
+            f"images must be greyscale (N, H, W) or (N, 1, H, W), got shape {tuple(images.shape)}"
+        )
+    if images.dtype == torch.bool or images.is_complex():
+        raise ValueError(f"images must be real numbers (integer or float), got {images.dtype}")
+    if min(images.shape[1:]) < window_size:
+        raise ValueError(
+            f"images of {images.shape[1]}×{images.shape[2]} pixels are smaller than "
+            f"window_size={window_size}; LPQ needs at least one full window"
+        )
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        raise ValueError("images must be finite (no NaN or infinity)")
+    return images
+
+
+def _correlation_model(window_size: int, rho: float) -> torch.Tensor:
+    """(n², n²): rho^||p_i - p_j|| over the window's pixel positions, row-major."""
+    offsets = torch.arange(window_size, dtype=torch.float64, device="cpu")
+    rows, cols = torch.meshgrid(offsets, offsets, indexing="ij")
+    points = torch.stack([rows.reshape(-1), cols.reshape(-1)], 1)
+    return rho ** torch.cdist(points, points)
+
+
+def _decorrelation(filters: torch.Tensor, window_size: int, rho: float) -> torch.Tensor:
+    """V (8, 8): column i is the i-th singular vector of A D A, largest-magnitude entry
+    positive. The eight coefficients split into real (even) and imaginary (odd) filters,
+    whose covariance is exactly zero under the point-symmetric model, so V is computed per
+    block; its cross-block entries are exact zeros (a full SVD leaves ~1e-17 there, enough
+    to turn an exactly-zero coefficient into a random bit)."""
+    flat = filters.reshape(8, -1)
+    scale = torch.tensor(REFERENCE_DIAGONAL, dtype=torch.float64)
+    d = scale[:, None] * (flat @ _correlation_model(window_size, rho) @ flat.T) * scale[None, :]
+    columns: list[tuple[float, torch.Tensor]] = []
+    for block in ((0, 2, 4, 6), (1, 3, 5, 7)):
+        index = torch.tensor(block)
+        u, s, _ = torch.linalg.svd(d[index][:, index])
+        for k in range(len(block)):
+            vector = torch.zeros(8, dtype=torch.float64)
+            vector[index] = u[:, k]
+            columns.append((float(s[k]), vector))
+    columns.sort(key=lambda item: -item[0])
+    v = torch.stack([vector for _, vector in columns], 1)
+    largest = v.gather(0, v.abs().argmax(0, keepdim=True))
+    return v * torch.where(largest < 0, -1.0, 1.0)
+
+
+@lru_cache(maxsize=16)
+def _lpq_operators(
+    window_size: int, decorrelate: bool, rho: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(filters (8, n, n), coefficient transform T (8, 8), combined filters T^T filters),
+    float64 on the CPU. T is V with decorrelation, the identity without."""
+    filters = stft_basis(window_size, dtype=torch.float64, device="cpu")[list(REFERENCE_ORDER)]
+    if decorrelate:
+        transform = _decorrelation(filters, window_size, rho)
+    else:
+        transform = torch.eye(8, dtype=torch.float64)
+    combined = torch.einsum("ki,kuv->iuv", transform, filters)
+    return filters, transform, combined
+
+
+def lpq_operators(
+    window_size: int = 7, decorrelate: bool = True, rho: float = 0.90
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Copies of the fixed operators behind ``lpq``, float64 on the CPU.
+
+    Returns:
+        filters (8, n, n): cross-correlation kernels of the eight STFT coefficients in the
+            reference's order; transform (8, 8): V (coefficient i of the decorrelated
+            vector is ``sum_k V[k, i] F_k``) or the identity; combined (8, n, n): the
+            kernels of the decorrelated coefficients, ``sum_k V[k, i] filters[k]``.
+    """
+    _check_arguments(window_size, decorrelate, rho, "nh")
+    return tuple(t.clone() for t in _lpq_operators(window_size, decorrelate, float(rho)))
+
+
+def _fast_dtype(device: torch.device) -> torch.dtype:
+    """float32 where convolutions are exact IEEE float32 (the CPU by default), else float64
+    (CUDA convolutions default to TF32, whose rounding the fast pass does not bound)."""
+    conv_precision = getattr(getattr(torch.backends.mkldnn, "conv", None), "fp32_precision", "")
+    if device.type == "cpu" and conv_precision in ("none", "ieee"):
+        return torch.float32
+    return torch.float64
+
+
+def _pack_bits(bits: torch.Tensor) -> torch.Tensor:
+    """bool (..., 8) → int64 (...): sum_i bit_i 2^i.
+
+    The eight bools of a pixel are one little-endian int64 whose byte i is bit_i; three
+    shift-and-or steps move byte i's bit to bit i (shifts by 7, 14 and 28 sum to any 7i)."""
+    word = bits.contiguous().view(torch.int64)[..., 0]
+    word = word | (word >> 7)
+    word = word | (word >> 14)
+    word = word | (word >> 28)
+    return word & 0xFF
+
+
+def _exact_codes(
+    images: torch.Tensor,
+    where: torch.Tensor,
+    window_size: int,
+    filters: torch.Tensor,
+    transform: torch.Tensor,
+) -> torch.Tensor:
+    """int64 codes of the windows whose top-left pixels are ``where`` (K, 3: image, row,
+    column), computed in float64.
+
+    Coefficients within their rounding bound of zero (``|F| <= 2 (n² + 2) u Σ|f||w|``, u the
+    float64 unit roundoff) are exact zeros in exact arithmetic for integer-valued images
+    (the smallest non-zero coefficient is many orders of magnitude larger; tests check it
+    against an exact algebraic test), and are set to zero before decorrelation."""
+    device = images.device
+    height, width = images.shape[1:]
+    offsets = torch.arange(window_size, device=device)
+    window_index = (offsets[:, None] * width + offsets[None, :]).reshape(-1)
+    flat = filters.reshape(8, -1).T.to(device)
+    tolerance = 2 * (window_size**2 + 2) * torch.finfo(torch.float64).eps / 2
+    # Coefficients and their bounds in one product when the pixels cannot be negative.
+    unsigned = images.dtype == torch.uint8
+    operator = torch.cat([flat, tolerance * flat.abs()], 1) if unsigned else flat
+    transform = transform.to(device)
+    pixels = images.reshape(-1)
+    codes = []
+    for chunk in where.split(_EXACT_CHUNK):
+        start = (chunk[:, 0] * height + chunk[:, 1]) * width + chunk[:, 2]
+        windows = pixels[start[:, None] + window_index].to(torch.float64)
+        if unsigned:
+            coefficients, bound = (windows @ operator).split(8, 1)
+        else:
+            coefficients = windows @ operator
+            bound = tolerance * (windows.abs() @ flat.abs())
+        coefficients = torch.where(coefficients.abs() <= bound, 0.0, coefficients)
+        codes.append(_pack_bits(coefficients @ transform > 0))
+    return torch.cat(codes)
+
+
+def _two_phase_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """(K, 1, n, n) cross-correlation kernels → (2K, 2, n, (n + 1) / 2) kernels acting on
+    the even and odd columns of an image as two channels (a polyphase form: output channel
+    q*K + k is response k at the columns of parity q). The same products, arranged so that
+    the convolution sees two input and 2K output channels, which oneDNN runs about 1.6×
+    faster than one input channel (docs/family.md)."""
+    count, _, n, _ = weight.shape
+    taps = (n + 1) // 2
+    phased = weight.new_zeros(2, count, 2, n, taps)
+    for out_parity in range(2):
+        for in_parity in range(2):
+            for t in range(taps):
+                v = 2 * t + in_parity - out_parity
+                if 0 <= v < n:
+                    phased[out_parity, :, in_parity, :, t] = weight[:, 0, :, v]
+    return phased.reshape(2 * count, 2, n, taps)
+
+
+def _responses_two_phase(images: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) and (K, 1, n, n) → (N, 2, K, H - n + 1, W'') with W'' the output width
+    rounded up to even: [:, q, k, :, m] is the 'valid' cross-correlation of the image with
+    kernel k at column 2m + q."""
+    count, n = weight.shape[0], weight.shape[-1]
+    batch, height, width = images.shape
+    out_width = width - n + 1
+    pad = out_width % 2  # an even number of output columns, so both parities have as many
+    x = F.pad(images, (0, pad)) if pad else images
+    phases = x.reshape(batch, height, -1, 2).permute(0, 3, 1, 2)  # (N, 2, H, W / 2)
+    response = F.conv2d(phases, _two_phase_kernels(weight))
+    return response.reshape(batch, 2, count, *response.shape[2:])
+
+
+def lpq(
+    images: torch.Tensor,
+    window_size: int = 7,
+    decorrelate: bool = True,
+    rho: float = 0.90,
+    mode: str = "nh",
+) -> torch.Tensor:
+    """LPQ codes and histograms of a batch of greyscale images (conventions: module doc).
+
+    Args:
+        images: (N, H, W) or (N, 1, H, W), integer or floating point, any device;
+            H, W >= window_size.
+        window_size: n, odd, >= 3 (the reference's default is 3; 7 is common for faces).
+        decorrelate: whiten the eight coefficients under the correlation model first.
+        rho: correlation coefficient of neighbouring pixels in that model, in (0, 1).
+        mode: ``"nh"`` normalised histogram, ``"h"`` histogram (counts), ``"im"`` codes.
+
+    Returns:
+        ``"nh"``: float64 (N, 256) summing to 1 per image; ``"h"``: int64 (N, 256) counts;
+        ``"im"``: uint8 (N, H - n + 1, W - n + 1) codes. On the images' device.
+    """
+    _check_arguments(window_size, decorrelate, rho, mode)
+    images = _as_batch(images, window_size)
+    filters, transform, combined = _lpq_operators(window_size, decorrelate, float(rho))
+    device = images.device
+    dtype = _fast_dtype(device)
+    # Each filter divided by its l1 norm: the signs do not change, and one rounding bound
+    # then holds for all eight responses of an image.
+    norms = combined.reshape(8, -1).abs().sum(1)
+    weight = (combined / norms[:, None, None]).to(device=device, dtype=dtype)[:, None]
+    response = _responses_two_phase(images.to(dtype), weight)  # (N, 2, 8, H', W'')
+    # Rigorous bound on the convolution's rounding error: any summation order of its
+    # n (n + 1) products (some with zero weights) errs by at most (n (n + 1) + 1) u Σ|w||x|,
+    # plus u Σ|w||x| each for rounding the weights and the pixels to ``dtype``;
+    # Σ|w||x| <= max|x| here. Doubled for margin.
+    unit = torch.finfo(dtype).eps / 2
+    peak = images.reshape(len(images), -1).abs().amax(1).to(torch.float64)
+    terms = window_size * (window_size + 1)
+    bound = (2 * (terms + 3) * unit * peak).to(dtype)[:, None, None, None, None]
+    above = response > bound
+    powers = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=device)
+    # Right wherever every |coefficient| exceeds the bound; the others are recomputed.
+    codes = (above.view(torch.uint8) * powers[:, None, None]).sum(2, dtype=torch.uint8)
+    clear = (above | (response < -bound)).view(torch.uint8).sum(2, dtype=torch.uint8)
+    unsure = clear != 8
+    # Interleave the two column parities back: (N, 2, H', W''/2) → (N, H', W'').
+    out_width = images.shape[2] - window_size + 1
+    codes = codes.permute(0, 2, 3, 1).reshape(len(images), -1, 2 * codes.shape[3])
+    codes = codes[:, :, :out_width].contiguous()
+    unsure = unsure.permute(0, 2, 3, 1).reshape(codes.shape[0], codes.shape[1], -1)
+    unsure = unsure[:, :, :out_width]
+    where = unsure.nonzero()
+    if len(where):
+        exact = _exact_codes(images, where, window_size, filters, transform)
+        codes[where[:, 0], where[:, 1], where[:, 2]] = exact.to(torch.uint8)
+    if mode == "im":
+        return codes
+    count = len(codes)
+    offsets = 256 * torch.arange(count, dtype=torch.int32, device=device)
+    flat = (codes.to(torch.int32) + offsets[:, None, None]).reshape(-1)
+    histogram = torch.bincount(flat, minlength=256 * count).reshape(count, 256)
+    if mode == "h":
+        return histogram
+    return histogram.to(torch.float64) / histogram.sum(1, keepdim=True)

@@ -1,0 +1,66 @@
+"""``dwstft bench lpq``: the straightforward reference, a tiny side-by-side run, errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dwstft import lpq
+from dwstft.bench.lpq import format_lpq_table, lpq_scipy, photo_crops, run_lpq_benchmark
+
+
+def test_photo_crops_are_seeded_greyscale_crops():
+    crops = photo_crops(4, 64)
+    assert crops.shape == (4, 64, 64) and crops.dtype == np.uint8
+    assert np.array_equal(crops, photo_crops(4, 64)) and not np.array_equal(crops[0], crops[1])
+    with pytest.raises(ValueError, match="at most 427"):
+        photo_crops(1, 500)
+
+
+@pytest.mark.parametrize(("n", "decorrelate"), [(3, True), (7, True), (5, False)])
+def test_reference_agrees_with_lpq_on_random_floats(n, decorrelate):
+    # Random float images have no exactly-zero coefficients, so the two must agree.
+    image = np.random.default_rng(n).normal(size=(30, 34)) * 30
+    expected = lpq(torch.from_numpy(image)[None], n, decorrelate)[0].numpy()
+    np.testing.assert_array_equal(lpq_scipy(image, n, decorrelate), expected)
+
+
+def test_tiny_run_and_table():
+    result = run_lpq_benchmark(images=4, size=32, window_size=5, rounds=1)
+    assert set(result.seconds) == {"numpy/scipy", "dwstft.lpq"}
+    assert 0 <= result.equal <= 4
+    table = format_lpq_table(result, torch.device("cpu"))
+    assert "| dwstft.lpq |" in table and "speed-up" in table
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--window-size", "4"], "window_size must be an odd int >= 3"),
+        (["--size", "600"], "at most 427"),
+        (["--images", "0"], "must be an int >= 1"),
+    ],
+)
+def test_cli_errors_are_one_line(argv, message):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dwstft.cli",
+            "bench",
+            "lpq",
+            "--images",
+            "2",
+            "--rounds",
+            "1",
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr

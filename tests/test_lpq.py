@@ -1,0 +1,200 @@
+import importlib
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits, load_sample_images
+
+from dwstft import lpq
+from dwstft.lpq import lpq_operators
+from lpq_reference import decorrelation, exact_zeros, lpq_reference
+
+
+def greyscale(rgb: np.ndarray) -> np.ndarray:
+    """uint8 luma as MATLAB's rgb2gray computes it (ITU-R BT.601 weights, rounded)."""
+    weights = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
+    return np.round(rgb.astype(np.float64) @ weights).astype(np.uint8)
+
+
+def reference_batch(images: np.ndarray, n: int, decorrelate: bool, exact: bool = True):
+    results = [lpq_reference(im, n, decorrelate, exact=exact) for im in images]
+    return np.stack([c for c, _ in results]), np.stack([h for _, h in results])
+
+
+def digits_uint8() -> np.ndarray:
+    return np.round(load_digits().images * 255 / 16).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    """china.jpg and flower.jpg from scikit-learn's wheel, greyscale (427×640)."""
+    bunch = load_sample_images()
+    assert [f.rsplit("/", 1)[-1] for f in bunch.filenames] == ["china.jpg", "flower.jpg"]
+    return [greyscale(im) for im in bunch.images]
+
+
+@pytest.mark.parametrize("n", [3, 5, 7, 9])
+@pytest.mark.parametrize("decorrelate", [True, False])
+def test_random_float_images_match_the_reference(n, decorrelate):
+    rng = np.random.default_rng(n)
+    images = rng.normal(size=(5, 23, 30)) * 40
+    codes_ref, hist_ref = reference_batch(images, n, decorrelate, exact=False)
+    codes = lpq(torch.from_numpy(images), n, decorrelate, mode="im")
+    np.testing.assert_array_equal(codes.numpy(), codes_ref)
+    np.testing.assert_array_equal(lpq(torch.from_numpy(images), n, decorrelate, mode="h"), hist_ref)
+
+
+@pytest.mark.parametrize("n", [3, 5, 7])
+@pytest.mark.parametrize("decorrelate", [True, False])
+def test_random_uint8_images_match_the_reference(n, decorrelate):
+    rng = np.random.default_rng(10 + n)
+    images = rng.integers(0, 256, size=(6, 24, 31), dtype=np.uint8)
+    codes_ref, hist_ref = reference_batch(images, n, decorrelate)
+    np.testing.assert_array_equal(
+        lpq(torch.from_numpy(images), n, decorrelate, mode="im"), codes_ref
+    )
+    np.testing.assert_array_equal(lpq(torch.from_numpy(images), n, decorrelate, mode="h"), hist_ref)
+
+
+@pytest.mark.parametrize("n", [3, 5, 7])
+@pytest.mark.parametrize("decorrelate", [True, False])
+def test_embedded_digits_match_the_reference(n, decorrelate):
+    images = digits_uint8()[:600]
+    codes_ref, hist_ref = reference_batch(images, n, decorrelate)
+    np.testing.assert_array_equal(
+        lpq(torch.from_numpy(images), n, decorrelate, mode="im"), codes_ref
+    )
+    nh = lpq(torch.from_numpy(images), n, decorrelate)
+    np.testing.assert_array_equal(nh.numpy(), hist_ref / hist_ref.sum(1, keepdims=True))
+
+
+@pytest.mark.parametrize("n", [3, 5, 7])
+@pytest.mark.parametrize("decorrelate", [True, False])
+def test_upscaled_digits_with_many_exact_ties(n, decorrelate):
+    # Nearest-neighbour upscaling makes flat and mirror-symmetric windows: coefficients that
+    # are exactly zero, where lpq.m's bits follow rounding noise.
+    images = np.repeat(np.repeat(digits_uint8()[:12], 4, 1), 4, 2)
+    assert sum(exact_zeros(im, n).sum() for im in images) > 1000
+    codes_ref, _ = reference_batch(images, n, decorrelate)
+    np.testing.assert_array_equal(
+        lpq(torch.from_numpy(images), n, decorrelate, mode="im"), codes_ref
+    )
+
+
+@pytest.mark.parametrize(("n", "decorrelate"), [(3, True), (3, False), (7, True), (7, False)])
+def test_scikit_learn_photos_match_the_reference(photos, n, decorrelate):
+    crops = np.stack([photos[0][100:260, 200:380], photos[1][150:310, 250:430]])
+    codes_ref, hist_ref = reference_batch(crops, n, decorrelate)
+    np.testing.assert_array_equal(
+        lpq(torch.from_numpy(crops), n, decorrelate, mode="im"), codes_ref
+    )
+    np.testing.assert_array_equal(lpq(torch.from_numpy(crops), n, decorrelate, mode="h"), hist_ref)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", [0, 1])
+def test_whole_photos_default_arguments(photos, index):
+    image = photos[index]
+    codes_ref, hist_ref = lpq_reference(image, 7, True)
+    assert lpq(torch.from_numpy(image)[None], mode="im").shape == (1, 421, 634)
+    np.testing.assert_array_equal(lpq(torch.from_numpy(image)[None], mode="im")[0], codes_ref)
+    np.testing.assert_array_equal(lpq(torch.from_numpy(image)[None], mode="h")[0], hist_ref)
+
+
+def test_photos_have_ties_the_reference_leaves_to_rounding(photos):
+    crop = photos[0][100:260, 200:380]
+    exact, _ = lpq_reference(crop, 3, True)
+    rounded, _ = lpq_reference(crop, 3, True, exact=False)
+    assert (exact != rounded).sum() > 100  # so the tie handling is exercised above
+
+
+def test_float64_fast_pass_gives_the_same_codes(monkeypatch):
+    rng = np.random.default_rng(3)
+    images = torch.from_numpy(np.repeat(rng.integers(0, 4, (4, 10, 12)), 3, 1).astype(np.uint8))
+    expected = lpq(images, 5, mode="im")
+    # ``dwstft.lpq`` is the function; the module behind it is in sys.modules.
+    lpq_module = importlib.import_module("dwstft.lpq")
+    monkeypatch.setattr(lpq_module, "_fast_dtype", lambda device: torch.float64)
+    torch.testing.assert_close(lpq(images, 5, mode="im"), expected, rtol=0, atol=0)
+
+
+def test_input_forms_and_dtypes_agree():
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (3, 20, 18)).astype(np.uint8)
+    expected = lpq(torch.from_numpy(images), 5, mode="im")
+    for variant in (
+        torch.from_numpy(images)[:, None],
+        torch.from_numpy(images.astype(np.int32)),
+        torch.from_numpy(images.astype(np.float32)),
+        torch.from_numpy(images.astype(np.float64)),
+    ):
+        torch.testing.assert_close(lpq(variant, 5, mode="im"), expected, rtol=0, atol=0)
+
+
+def test_output_modes():
+    images = torch.randint(0, 256, (2, 17, 21), dtype=torch.uint8)
+    codes = lpq(images, 5, mode="im")
+    counts = lpq(images, 5, mode="h")
+    normalised = lpq(images, 5, mode="nh")
+    assert codes.shape == (2, 13, 17) and codes.dtype == torch.uint8
+    assert counts.shape == (2, 256) and counts.dtype == torch.int64
+    assert counts.sum(1).tolist() == [13 * 17, 13 * 17]
+    for i in range(2):
+        assert (
+            counts[i].tolist() == torch.bincount(codes[i].flatten().long(), minlength=256).tolist()
+        )
+    assert normalised.dtype == torch.float64
+    expected = counts.double() / counts.sum(1, keepdim=True)
+    torch.testing.assert_close(normalised, expected, rtol=0, atol=0)
+
+
+def test_decorrelation_matrix():
+    filters, v, combined = lpq_operators(7, True, 0.9)
+    torch.testing.assert_close(v.T @ v, torch.eye(8, dtype=torch.float64), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(v.numpy(), decorrelation(7, 0.9), rtol=0, atol=1e-8)
+    real, imag = [0, 2, 4, 6], [1, 3, 5, 7]
+    for column in v.T:  # each singular vector lives on the real or on the imaginary part
+        assert (column[real] == 0).all() or (column[imag] == 0).all()
+        assert column[column.abs().argmax()] > 0
+    torch.testing.assert_close(combined, torch.einsum("ki,kuv->iuv", v, filters))
+    _, identity, same = lpq_operators(3, False)
+    assert torch.equal(identity, torch.eye(8, dtype=torch.float64))
+    assert filters.shape == (8, 7, 7) and same.shape == (8, 3, 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"window_size": 4}, "window_size must be an odd int >= 3"),
+        ({"window_size": 1}, "window_size"),
+        ({"rho": 1.0}, r"rho must be a number in \(0, 1\)"),
+        ({"rho": 0}, "rho"),
+        ({"decorrelate": 1}, "decorrelate must be True or False"),
+        ({"mode": "hist"}, "mode must be one of"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        lpq(torch.zeros(1, 10, 10), **kwargs)
+
+
+def test_bad_images():
+    with pytest.raises(ValueError, match=r"greyscale \(N, H, W\) or \(N, 1, H, W\)"):
+        lpq(torch.zeros(2, 3, 10, 10))
+    with pytest.raises(ValueError, match="smaller than window_size=7"):
+        lpq(torch.zeros(2, 6, 10))
+    with pytest.raises(ValueError, match="finite"):
+        lpq(torch.full((1, 9, 9), float("nan")))
+    with pytest.raises(ValueError, match="real numbers"):
+        lpq(torch.zeros(1, 9, 9, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=r"torch\.Tensor"):
+        lpq(np.zeros((1, 9, 9)))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(photos):
+    crops = torch.from_numpy(np.stack([photos[0][:128, :128], photos[1][:128, :128]]))
+    for n, decorrelate in [(3, True), (7, True), (7, False)]:
+        expected = lpq(crops, n, decorrelate, mode="im")
+        torch.testing.assert_close(lpq(crops.cuda(), n, decorrelate, mode="im").cpu(), expected)
