@@ -82,7 +82,7 @@ def test_every_model_is_fx_traceable_and_exact(name):
     torch.manual_seed(1)
     model = create_model(name).eval()
     traced = torch.fx.symbolic_trace(model)
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, 8, 32, 32) if name.startswith("video") else torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(traced(x), model(x))
     torch.fx.symbolic_trace(model.train())  # the training graph records too

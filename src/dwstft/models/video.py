@@ -16,6 +16,7 @@ Layout (T = 8, 32×32 input): stem (stride 1×2×2) → 8×16×16 → block → 
 from __future__ import annotations
 
 import torch
+import torch.fx
 from torch import nn
 
 from dwstft.layers_nd import DepthwiseSTFTSeparable3d
@@ -95,7 +96,9 @@ class SpatioTemporalNet(ImageClassifier):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, T, H, W) or (N, C, H, W) → (N, f, t, h, w) feature map."""
-        return self.features(x.unsqueeze(2) if x.dim() == 4 else x)
+        if not isinstance(x, torch.fx.Proxy) and x.dim() == 4:
+            x = x.unsqueeze(2)  # fx records clips: a traced graph takes (N, C, T, H, W)
+        return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """(N, f, t, h, w) → logits (N, num_classes), or pooled features if pre_logits."""
