@@ -19,9 +19,11 @@ benchmark behind ``"auto"`` is in docs/family.md):
 from __future__ import annotations
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 
 from dwstft.basis_nd import check_kernel_size_nd, maps_per_channel, stft_basis_nd
+from dwstft.functional import is_symbolic
 
 IMPLS_ND = ("auto", "grouped", "folded", "recompute")
 #: Spatial dimensions of the family's layers (2-D lives in ``dwstft.functional``).
@@ -80,8 +82,12 @@ def resolve_padding_nd(padding: object, kernel_size: tuple[int, ...]) -> tuple[i
     return pads
 
 
-def input_dims(x: object) -> int:
-    """Spatial dimensions of ``x`` (1 or 3); raises ValueError for anything else."""
+def input_dims(x: object, kernel_size: object = None) -> int:
+    """Spatial dimensions of ``x`` (1 or 3); raises ValueError for anything else. While
+    ``torch.fx`` records, ``x`` has no concrete shape: a per-dimension ``kernel_size``
+    tuple (what the layers pass) tells instead."""
+    if isinstance(x, torch.fx.Proxy) and isinstance(kernel_size, tuple):
+        return len(kernel_size)
     if not isinstance(x, torch.Tensor):
         raise ValueError(
             f"input must be a torch.Tensor (N, C, L) or (N, C, T, H, W), got {type(x).__name__}"
@@ -97,9 +103,9 @@ def input_dims(x: object) -> int:
 
 def check_input_nd(x: torch.Tensor, dims: int, in_channels: int | None = None) -> None:
     """Raise ValueError unless ``x`` is a floating-point (N, C, *spatial) tensor with
-    ``dims`` spatial dimensions and C == in_channels. Skipped while ``torch.jit.trace``
-    records."""
-    if torch.jit.is_tracing():
+    ``dims`` spatial dimensions and C == in_channels. Skipped while ``torch.jit.trace`` or
+    ``torch.fx.symbolic_trace`` records."""
+    if is_symbolic(x):
         return
     if not isinstance(x, torch.Tensor) or x.dim() != dims + 2:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -117,7 +123,7 @@ def check_input_nd(x: torch.Tensor, dims: int, in_channels: int | None = None) -
 
 
 def _check_weight(weight: torch.Tensor, in_channels: int, maps: int, dims: int) -> None:
-    if torch.jit.is_tracing():
+    if is_symbolic(weight):
         return
     expected = maps * in_channels
     if (
@@ -176,7 +182,7 @@ def depthwise_stft_nd(
         (N, M·C, *out): channel ``c*M + 2p`` is Re F(v_{p+1}), ``c*M + 2p + 1`` is Im, with
         M = 2 (1-D), 26 (n×n×n), 8 (1×n×n) or 2 (n×1×1) maps per channel.
     """
-    dims = input_dims(x)
+    dims = input_dims(x, kernel_size)
     sizes = check_kernel_size_nd(kernel_size, dims)
     check_input_nd(x, dims)
     strides = check_stride_nd(stride, dims)
@@ -195,7 +201,7 @@ def fold_weight_nd(weight: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
         (F, C, *k) with ``K[f, c] = sum_m weight[f, c*M + m] * basis[m]``.
     """
     maps = basis.shape[0]
-    if not torch.jit.is_tracing() and weight.shape[1] % maps:
+    if not is_symbolic(weight) and weight.shape[1] % maps:
         raise ValueError(
             f"weight has {weight.shape[1]} input channels, expected a multiple of {maps}"
         )
@@ -205,13 +211,9 @@ def fold_weight_nd(weight: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 def fold_weight_nd_unchecked(weight: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """``fold_weight_nd`` without validation (TorchScript-compatible)."""
     maps = basis.shape[0]
-    out_channels = weight.shape[0]
-    channels = weight.shape[1] // maps
-    w = weight.reshape(out_channels * channels, maps)
-    kernel = torch.matmul(w, basis.to(w.dtype).reshape(maps, -1))
-    shape = [out_channels, channels]
-    shape.extend(basis.shape[1:])
-    return kernel.reshape(shape)
+    w = weight.reshape(weight.shape[0], weight.shape[1] // maps, maps)
+    # One contraction over the maps; no Python loop over the shape, so torch.fx records it.
+    return torch.tensordot(w, basis.to(w.dtype), dims=([2], [0]))
 
 
 class _RecomputeSTFTSeparableNd(torch.autograd.Function):
@@ -324,7 +326,7 @@ def stft_separable_nd(
     Returns:
         (N, F, *out).
     """
-    dims = input_dims(x)
+    dims = input_dims(x, kernel_size)
     sizes = check_kernel_size_nd(kernel_size, dims)
     strides = check_stride_nd(stride, dims)
     pads = resolve_padding_nd(padding, sizes)
@@ -332,7 +334,10 @@ def stft_separable_nd(
     check_input_nd(x, dims)
     _check_weight(weight, x.shape[1], maps_per_channel(sizes), dims)
     basis = _basis_for(x, sizes, basis)
-    if impl == "auto":
+    if impl == "auto" and isinstance(x, torch.fx.Proxy):
+        # symbolic_trace records one graph for every later call: plain operators only.
+        impl = choose_impl_nd(sizes, needs_grad=False)
+    elif impl == "auto":
         needs_grad = torch.is_grad_enabled() and (
             x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
         )
