@@ -169,12 +169,14 @@ def test_kernel_size_is_recorded_in_the_state_dict():
     assert state["stft._extra_state"].tolist() == [3, 5, 5]
     assert state["stft._extra_state"].dtype == torch.int64
     DepthwiseSTFTSeparable3d(3, 4, (3, 5, 5)).load_state_dict(state)
-    with pytest.raises(ValueError, match=r"kernel_size=\(3, 5, 5\).* has kernel_size=\(5, 5, 5\)"):
+    with pytest.raises(
+        RuntimeError, match=r"kernel_size=\(3, 5, 5\).* has kernel_size=\(5, 5, 5\)"
+    ):
         DepthwiseSTFTSeparable3d(3, 4, 5).load_state_dict(state)
     del state["stft._extra_state"]  # a state dict from before the size was recorded
     DepthwiseSTFTSeparable3d(3, 4, 5).load_state_dict(state)
     one_d = DepthwiseSTFTSeparable1d(2, 3, 5).state_dict()
-    with pytest.raises(ValueError, match=r"kernel_size=\(5,\)"):
+    with pytest.raises(RuntimeError, match=r"saved with kernel_size=5, .* has kernel_size=\(7,\)"):
         DepthwiseSTFTSeparable1d(2, 3, 7).load_state_dict(one_d)
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dwstft.bank import FixedBank
 from dwstft.basis import MAPS_PER_CHANNEL, check_kernel_size, stft_basis
 from dwstft.functional import (
     check_impl,
@@ -50,7 +51,7 @@ def check_conv_defaults(dilation: object, groups: object, padding_mode: object) 
             )
 
 
-class DepthwiseSTFT(nn.Module):
+class DepthwiseSTFT(FixedBank):
     """Per-channel 2-D STFT over each pixel's n×n neighbourhood at the four lowest
     frequencies (paper Eq. 2), real and imaginary parts. Nothing trains.
 
@@ -88,43 +89,9 @@ class DepthwiseSTFT(nn.Module):
         )
         self.register_buffer("basis", basis, persistent=False)
 
-    def _apply(self, fn, recurse=True):
-        """After moving or casting, rebuild the basis from its definition on the basis's new
-        device and dtype (``to_empty`` would otherwise leave uninitialised memory in it)."""
-        super()._apply(fn, recurse)
-        if not self.basis.is_meta:
-            self.basis = stft_basis(
-                self.kernel_size, dtype=self.basis.dtype, device=self.basis.device
-            )
-        return self
-
-    @torch.jit.unused
-    def get_extra_state(self) -> torch.Tensor:
-        """What the state dict records about the bank: its kernel size, int64 (1,)."""
-        return torch.tensor([self.kernel_size], dtype=torch.int64, device="cpu")
-
-    @torch.jit.unused
-    def set_extra_state(self, state: torch.Tensor) -> None:
-        """Checked in ``_load_from_state_dict``; nothing to restore (the basis is fixed)."""
-
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
-    ) -> None:
-        key = prefix + "_extra_state"
-        saved = state_dict.get(key)
-        if saved is not None:
-            saved_size = int(torch.as_tensor(saved).reshape(-1)[0])
-            if saved_size != self.kernel_size:
-                errors.append(
-                    f"{prefix or 'the layer'} was saved with kernel_size={saved_size}, but "
-                    f"this Depthwise-STFT bank has kernel_size={self.kernel_size}; build the "
-                    f"layer with kernel_size={saved_size} to load these weights"
-                )
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
-        )
-        if saved is None and key in missing_keys:
-            missing_keys.remove(key)  # state dicts from before the kernel size was recorded
+    def exact_basis(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The 8 kernels (8, n, n) from their definition."""
+        return stft_basis(self.kernel_size, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) → (N, 8C, H_out, W_out)."""

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dwstft.bank import FixedBank
 from dwstft.basis_nd import check_kernel_size_nd, maps_per_channel, stft_basis_nd
 from dwstft.functional_nd import (
     check_impl_nd,
@@ -30,8 +31,6 @@ from dwstft.functional_nd import (
     resolve_padding_nd,
     stft_separable_nd,
 )
-
-_EXTRA_STATE = "_extra_state"
 
 
 def _check_conv_defaults(dims: int, dilation: object, groups: object, padding_mode: object) -> None:
@@ -57,7 +56,7 @@ def _check_dtype(dtype: torch.dtype | None) -> torch.dtype:
     return dtype
 
 
-class _DepthwiseSTFTNd(nn.Module):
+class _DepthwiseSTFTNd(FixedBank):
     """The per-channel local Fourier transform at the lowest frequency points (shared
     implementation of ``DepthwiseSTFT1d`` / ``DepthwiseSTFT3d``). Nothing trains."""
 
@@ -88,39 +87,14 @@ class _DepthwiseSTFTNd(nn.Module):
         self.padding_mode = padding_mode
         self.maps_per_channel = maps_per_channel(self.kernel_size)
         self.out_channels = self.maps_per_channel * in_channels
-        basis = torch.empty(
-            self.maps_per_channel, *self.kernel_size, device=device, dtype=_check_dtype(dtype)
-        )
+        if device is None:
+            device = torch.get_default_device()
+        basis = self.exact_basis(_check_dtype(dtype), torch.device(device))
         self.register_buffer("basis", basis, persistent=False)
-        self._fill_basis()
 
-    @torch.no_grad()
-    def _fill_basis(self) -> None:
-        """Write the exact kernels into the buffer, whatever its device and dtype."""
-        self.basis.copy_(stft_basis_nd(self.kernel_size, dtype=torch.float64))
-
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        self._fill_basis()
-        return self
-
-    def get_extra_state(self) -> torch.Tensor:
-        """The kernel size, as an int64 tensor (checked when a state dict is loaded)."""
-        return torch.tensor(self.kernel_size, dtype=torch.int64)
-
-    def set_extra_state(self, state: object) -> None:
-        saved = tuple(int(n) for n in torch.as_tensor(state).reshape(-1).tolist())
-        if saved != self.kernel_size:
-            raise ValueError(
-                f"the state dict was saved from a layer with kernel_size={saved}, but this "
-                f"{type(self).__name__} has kernel_size={self.kernel_size}; build it with "
-                f"kernel_size={saved} to load these weights"
-            )
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # State dicts written before the kernel size was recorded still load.
-        state_dict.setdefault(prefix + _EXTRA_STATE, self.get_extra_state())
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def exact_basis(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The kernels (M, *kernel_size) from their definition."""
+        return stft_basis_nd(self.kernel_size, dtype=dtype, device=device)
 
     @torch.jit.unused
     def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
