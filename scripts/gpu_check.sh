@@ -1,28 +1,37 @@
 #!/usr/bin/env bash
-# One-shot GPU check (a lent CUDA machine with torch preinstalled, no network):
-# CUDA-marked tests, the layer / model / pipeline benchmarks on the GPU, and a short
-# training run. Everything it prints lands in $OUT/gpu_check.log.
+# One-shot GPU check for a lent CUDA machine (torch preinstalled, no network), sized to run
+# in under 10 minutes so that it can be rerun once:
+#   CUDA-marked tests (layers 2-D/1-D/3-D, data, compiled and CUDA-graph training),
+#   the layer benchmarks, the models benchmark eager and with CUDA graphs, the compile
+#   benchmark, the Table 2 budget eager vs CUDA graphs, and a short training run.
+# Everything it prints lands in $OUT/gpu_check.log; tables also as $OUT/*.md.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps -e . >/dev/null 2>&1 || export PYTHONPATH="$PWD/src"
 dwstft() { python3 -m dwstft.cli "$@"; }
 step() { echo; echo "==== $* ($(date +%T))"; }
 {
   step machine
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
+  python3 -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"
   step cuda tests
-  python3 -m pytest -q -m cuda -p no:cacheprovider \
-    tests/test_layers.py tests/test_data_augment.py tests/test_data_loader.py
-  step bench layer
-  dwstft bench layer --device cuda --rounds 15
-  step bench models
-  dwstft bench models --device cuda --rounds 7 --json "$OUT/bench_models_cuda.json"
-  step bench pipeline
-  dwstft bench pipeline --device cuda -b 128 --images 20000 --batches 60 --rounds 3 --workers 0 4
-  step train quickstart on cuda, amp
-  dwstft train --model stftnet_b8_f128 --dataset digits --epochs 15 --recipe fast \
-    --device cuda --amp --output /tmp/gpu_quick
+  timeout 240 python3 -m pytest -q -m cuda -p no:cacheprovider tests
+  step bench layer 2-D and 3-D
+  timeout 90 dwstft bench layer --device cuda --rounds 9 --output "$OUT/layer2d.md"
+  timeout 60 dwstft bench layer --dims 3 --device cuda --rounds 9 --output "$OUT/layer3d.md"
+  step bench models, eager
+  timeout 120 dwstft bench models --device cuda --rounds 5 --json "$OUT/bench_models_cuda.json" \
+    --output "$OUT/models_eager.md"
+  step bench compile, CUDA graphs: cold/warm compile seconds and step speed-up
+  timeout 150 dwstft bench compile stftnet_b8_f128 stftnet_b64_f384 mobilenetv2 --device cuda \
+    --mode reduce-overhead --output "$OUT/compile_cuda.md"
+  step Table 2 budget, eager vs CUDA graphs
+  timeout 240 dwstft bench budget --device cuda --rounds 5 --compile-mode reduce-overhead \
+    --output "$OUT/budget_cuda.md"
+  step train digits with CUDA graphs
+  timeout 90 dwstft train --model stftnet_b8_f128 --dataset digits --epochs 15 --recipe fast \
+    --device cuda --cuda-graphs --output "$OUT/run_graphs"
   step done
 } 2>&1 | tee "$OUT/gpu_check.log"

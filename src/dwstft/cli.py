@@ -139,6 +139,20 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     pipeline.add_argument("--output", help="also write the Markdown table to this file")
     pipeline.set_defaults(handler=_run_bench_pipeline)
+    budget = what.add_parser(
+        "budget",
+        parents=_COMMON,
+        help="hours `reproduce table2` takes here: each row's throughput at its recipe's batches",
+    )
+    budget.add_argument("--models", nargs="+", help="rows (default: every Table 2 row)")
+    budget.add_argument("--device", default="cpu")
+    budget.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds")
+    budget.add_argument(
+        "--compile-mode",
+        help="also measure under torch.compile with this mode (default, reduce-overhead, ...)",
+    )
+    budget.add_argument("--output", help="also write the Markdown table to this file")
+    budget.set_defaults(handler=_run_bench_budget)
     compiled = what.add_parser(
         "compile",
         parents=_COMMON,
@@ -208,6 +222,28 @@ def _run_bench_models(args: argparse.Namespace) -> int:
         atomic_write_text(args.output, table + "\n")
     if args.json:
         write_json(results, args.json, device, "dwstft " + " ".join(sys.argv[1:]))
+    return 0
+
+
+def _run_bench_budget(args: argparse.Namespace) -> int:
+    _check_outputs(args)
+    from dwstft.bench.budget import format_budget_table, run_budget
+    from dwstft.bench.measure import machine_description
+    from dwstft.device import resolve_device
+    from dwstft.reproduce import TABLE2_MODELS
+
+    device = resolve_device(args.device)
+    rows = run_budget(tuple(args.models or TABLE2_MODELS), device, args.rounds, args.compile_mode)
+    header = (
+        f"{machine_description(device)}; training images/s of one optimiser step at each "
+        "batch size of the row's recipe (reproduce table2 --recipe auto), interleaved; hours "
+        "= CIFAR-10 + CIFAR-100 training images over those rates (evaluation not counted)"
+        + (f"; compiled: torch.compile(mode={args.compile_mode})" if args.compile_mode else "")
+    )
+    table = format_budget_table(rows, header)
+    print(table)
+    if args.output:
+        atomic_write_text(args.output, table + "\n")
     return 0
 
 
