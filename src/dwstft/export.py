@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.util
+import io
 import logging
-import os
 import re
 import tempfile
 import warnings
@@ -359,15 +359,9 @@ def export_torchscript(
             with torch.no_grad():
                 compiled = torch.jit.trace(model, _example_input(2, input_size), check_trace=False)
             method = f"trace (script failed: {reason})"
-        # torch.jit.save writes by file name: a temporary file beside ``path``, renamed.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            torch.jit.save(compiled, tmp)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        buffer = io.BytesIO()
+        torch.jit.save(compiled, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
     return method
 
 
@@ -566,7 +560,7 @@ def export_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     fused, quantized = 0, None
     if fmt == "onnx" and quantize is not None:
-        with tempfile.TemporaryDirectory(prefix=".dwstft-export-", dir=path.parent) as folder:
+        with tempfile.TemporaryDirectory(prefix="dwstft-export-") as folder:
             float_path = Path(folder) / "float.onnx"
             dynamic = export_onnx(prepared.module, float_path, input_size, opset).dynamic_batch
             verification = verify_export(float_path, fmt, model, input_size)

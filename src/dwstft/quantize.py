@@ -12,8 +12,6 @@ onnxruntime-only FusedConv has no quantized kernel.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dwstft._atomic import atomic_write_bytes
 from dwstft.data import load_dataset, normalize
 
 #: Calibration images used unless told otherwise (a seeded random subset of the split).
@@ -76,14 +75,16 @@ def quantize_int8(
 ) -> None:
     """Write ``output``: the ONNX model ``float_path`` statically quantized to int8 (QDQ
     format, int8 weights per channel if ``per_channel``, uint8 activations, min/max
-    calibration on ``calibration``, float32 (N, C, H, W) images fed ``batch`` at a time).
-    Written atomically (a temporary file in the same folder, renamed)."""
+    calibration on ``calibration``, float32 (N, C, H, W) images fed ``batch`` at a time),
+    after onnxruntime's recommended pre-processing (shape inference and graph
+    optimisation, ``quant_pre_process``). Written atomically (``dwstft._atomic``)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
         QuantType,
         quantize_static,
     )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     session_input = _input_name(float_path)
 
@@ -95,23 +96,19 @@ def quantize_int8(
             images = next(self._batches, None)
             return None if images is None else {session_input: images}
 
-    output = Path(output)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    try:
+    with tempfile.TemporaryDirectory(prefix="dwstft-quantize-") as work:
+        prepared, quantized = Path(work) / "prepared.onnx", Path(work) / "int8.onnx"
+        quant_pre_process(str(float_path), str(prepared))
         quantize_static(
-            str(float_path),
-            tmp,
+            str(prepared),
+            str(quantized),
             Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )
-        os.replace(tmp, output)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        atomic_write_bytes(output, quantized.read_bytes())
 
 
 def _input_name(path: str | Path) -> str:
