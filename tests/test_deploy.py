@@ -133,6 +133,30 @@ def test_a_negative_batchnorm_scale_keeps_its_skip_multiplication():
         assert rel_diff(deployed(x), model(x)) < 1e-5
 
 
+class TwoBranchSum(nn.Module):
+    """y = ReLU(BN(conv_a(x) + conv_b(x))) + the input through a 1×1 (no skip scale)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_a = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv_b = nn.Conv2d(3, 6, 5, padding=2, bias=False)
+        self.bn = nn.BatchNorm2d(6)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv_a(x) + self.conv_b(x)))
+
+
+def test_sum_of_two_convolutions_takes_the_batchnorm_in_both():
+    model = with_batchnorm_statistics(TwoBranchSum())
+    deployed, rewrites = deployment_model(model)
+    assert (rewrites.conv_bn, rewrites.sum_bn, rewrites.skip_scales_absorbed) == (0, 1, 0)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        assert rel_diff(deployed(x), model(x)) < 1e-5
+
+
 def test_rewrites_leave_the_model_untouched():
     model = with_batchnorm_statistics(small_stftnet())
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -220,13 +244,13 @@ def test_choose_layer_forms_times_each_shape_in_onnxruntime():
 
 
 def conv_add_graph(act: str, broadcast: bool = False, second_use: bool = False) -> onnx.ModelProto:
-    """x → Conv(3×3, 4 → 4, bias) → Add(·, x or a constant) → act → y [, Conv output]."""
+    """x → Conv(3×3, 4 → 4, bias) → Add(·, skip or a constant) → act → y [, Conv output]."""
     rng = np.random.default_rng(0)
     inits = [
         numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "w"),
         numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b"),
     ]
-    addend = "x"
+    addend = "skip"
     if broadcast:
         inits.append(numpy_helper.from_array(np.float32([[[[0.5]]]]), "c"))
         addend = "c"
@@ -239,17 +263,15 @@ def conv_add_graph(act: str, broadcast: bool = False, second_use: bool = False) 
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])]
     if second_use:
         outputs.append(helper.make_tensor_value_info("conv", TensorProto.FLOAT, ["N", 4, 6, 6]))
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 6, 6])],
-        outputs,
-        inits,
-    )
+    inputs = [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 4, 6, 6])
+        for name in ("x", "skip")
+    ]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def run_onnx(model: onnx.ModelProto, x: np.ndarray, optimize: bool) -> np.ndarray:
+def run_onnx(model: onnx.ModelProto, x: np.ndarray, skip: np.ndarray, optimize: bool):
     options = ort.SessionOptions()
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -259,27 +281,27 @@ def run_onnx(model: onnx.ModelProto, x: np.ndarray, optimize: bool) -> np.ndarra
     session = ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    return session.run(["y"], {"x": x})[0]
+    return session.run(["y"], {"x": x, "skip": skip})[0]
 
 
 @pytest.mark.parametrize("act", ["LeakyRelu", "Relu", "Sigmoid"])
 def test_conv_add_activation_becomes_one_fused_conv(act):
     model = conv_add_graph(act)
-    x = np.random.default_rng(1).standard_normal((2, 4, 6, 6)).astype(np.float32)
-    expected = run_onnx(model, x, optimize=False)
+    x, skip = np.random.default_rng(1).standard_normal((2, 2, 4, 6, 6)).astype(np.float32)
+    expected = run_onnx(model, x, skip, optimize=False)
     assert fuse_conv_add_activation(model) == 1
     (node,) = model.graph.node
     assert (node.op_type, node.domain, list(node.input)) == (
         "FusedConv",
         "com.microsoft",
-        ["x", "w", "b", "x"],
+        ["x", "w", "b", "skip"],
     )
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     assert attrs["activation"] == act.encode() and attrs["pads"] == [1, 1, 1, 1]
     if act == "LeakyRelu":
         assert attrs["activation_params"] == pytest.approx([0.3])
     for optimize in (False, True):
-        assert np.abs(run_onnx(model, x, optimize) - expected).max() < 1e-5
+        assert np.abs(run_onnx(model, x, skip, optimize) - expected).max() < 1e-5
 
 
 @pytest.mark.parametrize(
