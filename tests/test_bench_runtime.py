@@ -68,8 +68,14 @@ def tiny_registered(monkeypatch):
 
 def test_runtime_benchmark_rows_checks_and_no_files_left(tmp_path, monkeypatch, tiny_registered):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    results = run_runtime_benchmark([TINY], ("onnxruntime", "none"), rounds=1, progress=False)
-    assert [(r.model, r.optimize) for r in results] == [(TINY, "onnxruntime"), (TINY, "none")]
+    results = run_runtime_benchmark(
+        [TINY], ("onnxruntime", "none", "int8"), rounds=1, progress=False
+    )
+    assert [r.optimize for r in results] == ["onnxruntime", "none", "int8"]
+    int8 = results.pop()
+    # 8-bit rounding: off, but by a small fraction of the logit scale.
+    assert 1e-4 * int8.logit_scale < int8.max_abs_diff < 0.2 * int8.logit_scale
+    assert int8.rewrites == results[0].rewrites and int8.ort_latency_b1_ms > 0
     for r in results:
         assert isinstance(r, RuntimeBench)
         assert r.max_abs_diff <= 1e-4 * max(1.0, r.logit_scale) and r.logit_scale > 0

@@ -17,6 +17,7 @@ import datetime
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -254,6 +255,29 @@ def calibrate_batchnorm(model: nn.Module, in_chans: int = 3, batches: int = 2) -
     return model.eval()
 
 
+#: The row kind of ``run_runtime_benchmark`` for the int8 model of the portable graph.
+INT8 = "int8"
+
+
+def _export_for_runtime(model: nn.Module, path: Path, kind: str) -> tuple[float, float, str]:
+    """Write ``model``'s export ``kind`` (an ``OPTIMIZATIONS`` entry or ``INT8``) to
+    ``path``; returns (max |exported − PyTorch|, logit scale, rewrites done)."""
+    from dwstft.export import export_model, export_onnx, prepare_model, verify_export
+    from dwstft.quantize import quantize_int8
+
+    if kind != INT8:
+        report = export_model(model, path, "onnx", optimize=kind)
+        check, rewrites = report.verification, report.rewrites
+    else:
+        # Speed only: calibrated on random images (accuracy: `dwstft export --quantize`).
+        prepared = prepare_model(model, "portable")
+        float_path = path.with_suffix(".float.onnx")
+        export_onnx(prepared.module, float_path)
+        quantize_int8(float_path, path, torch.randn(64, 3, 32, 32).numpy())
+        check, rewrites = verify_export(path, "onnx", model), prepared.rewrites
+    return check.max_abs_diff, check.scale, rewrites.describe() if rewrites is not None else ""
+
+
 def run_runtime_benchmark(
     names: list[str] | None = None,
     optimizations: tuple[str, ...] = ("onnxruntime",),
@@ -262,28 +286,27 @@ def run_runtime_benchmark(
     progress: bool = True,
 ) -> list[RuntimeBench]:
     """Export every model in ``names`` (default: all registered; random weights with
-    calibrated BatchNorm) once per entry of ``optimizations`` into a temporary folder,
-    then time all exports in onnxruntime (:mod:`dwstft.bench.runtime`) and every unmodified
-    model in PyTorch eager side by side: batch-1 latency and batch-64 throughput, each
-    phase in interleaved rounds."""
+    calibrated BatchNorm) once per entry of ``optimizations`` (``OPTIMIZATIONS`` entries,
+    or ``INT8``: the portable graph quantized by onnxruntime, calibrated on random
+    images) into a temporary folder, then time all exports in onnxruntime
+    (:mod:`dwstft.bench.runtime`) and every unmodified model in PyTorch eager side by
+    side: batch-1 latency and batch-64 throughput, each phase in interleaved rounds."""
     import tempfile
-    from pathlib import Path
 
     from tqdm.auto import tqdm
 
     from dwstft.bench.runtime import create_session, session_runner, time_runs
-    from dwstft.export import export_model
 
     names = names or list_models()
     torch.manual_seed(0)
     models = {n: calibrate_batchnorm(create_model(n, num_classes=num_classes)) for n in names}
     rows = [(n, o) for n in names for o in optimizations]
     with tempfile.TemporaryDirectory(prefix="dwstft-bench-") as folder:
-        reports, sessions = {}, {}
-        for name, optimize in tqdm(rows, desc="export", disable=not progress):
-            path = Path(folder) / f"{name}.{optimize}.onnx"
-            reports[name, optimize] = export_model(models[name], path, "onnx", optimize=optimize)
-            sessions[name, optimize] = create_session(path)
+        checks, sessions = {}, {}
+        for name, kind in tqdm(rows, desc="export", disable=not progress):
+            path = Path(folder) / f"{name}.{kind}.onnx"
+            checks[name, kind] = _export_for_runtime(models[name], path, kind)
+            sessions[name, kind] = create_session(path)
         seconds = {}
         for batch in tqdm((1, RUNTIME_BATCH), desc="time", disable=not progress):
             x = torch.randn(batch, 3, 32, 32)
@@ -291,21 +314,20 @@ def run_runtime_benchmark(
             runs.update({("eager", n): _infer_step(models[n], x) for n in names})
             seconds[batch] = time_runs(runs, rounds=rounds)
     results = []
-    for name, optimize in rows:
-        check = reports[name, optimize].verification
-        rewrites = reports[name, optimize].rewrites
+    for name, kind in rows:
+        diff, scale, rewrites = checks[name, kind]
         results.append(
             RuntimeBench(
                 model=name,
-                optimize=optimize,
+                optimize=kind,
                 params=count_params(models[name]),
-                ort_latency_b1_ms=1e3 * seconds[1]["ort", name, optimize],
-                ort_ips_b64=RUNTIME_BATCH / seconds[RUNTIME_BATCH]["ort", name, optimize],
+                ort_latency_b1_ms=1e3 * seconds[1]["ort", name, kind],
+                ort_ips_b64=RUNTIME_BATCH / seconds[RUNTIME_BATCH]["ort", name, kind],
                 eager_latency_b1_ms=1e3 * seconds[1]["eager", name],
                 eager_ips_b64=RUNTIME_BATCH / seconds[RUNTIME_BATCH]["eager", name],
-                max_abs_diff=check.max_abs_diff,
-                logit_scale=check.scale,
-                rewrites=rewrites.describe() if rewrites is not None else "",
+                max_abs_diff=diff,
+                logit_scale=scale,
+                rewrites=rewrites,
             )
         )
     return results
@@ -322,8 +344,8 @@ def format_runtime_table(results: list[RuntimeBench]) -> str:
     lines = [
         f"{machine_description(torch.device('cpu'))}; onnxruntime {onnxruntime.__version__} "
         f"(CPUExecutionProvider, {INTRA_OP_THREADS} intra-op threads, ORT_ENABLE_ALL); "
-        f"float32; ratios (×) to {ref.model} ({ref.optimize}); "
-        "max |Δ|: exported vs PyTorch logits (batch 2 and 1).",
+        f"float32 (int8 rows: QDQ, calibrated on random images); ratios (×) to {ref.model} "
+        f"({ref.optimize}); max abs diff: exported vs PyTorch logits (batch 2 and 1).",
         "",
         "| model | export | ORT latency b1 ms | × | ORT img/s b64 | × | eager latency b1 ms "
         "| eager img/s b64 | ORT speed-up b1 / b64 | max abs diff (logit scale) |",
