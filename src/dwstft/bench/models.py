@@ -312,7 +312,8 @@ def run_runtime_benchmark(
             x = torch.randn(batch, 3, 32, 32)
             runs = {("ort", *row): session_runner(sessions[row], x.numpy()) for row in rows}
             runs.update({("eager", n): _infer_step(models[n], x) for n in names})
-            seconds[batch] = time_runs(runs, rounds=rounds)
+            # Batch-1 calls take about a millisecond: many more rounds for a stable median.
+            seconds[batch] = time_runs(runs, rounds=rounds if batch > 1 else 20 * rounds)
     results = []
     for name, kind in rows:
         diff, scale, rewrites = checks[name, kind]

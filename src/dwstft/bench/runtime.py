@@ -2,20 +2,18 @@
 candidate layer forms) and ``dwstft bench models --runtime onnxruntime``.
 
 Every session runs as a deployment would: ``CPUExecutionProvider``, ``INTRA_OP_THREADS``
-intra-op threads, one inter-op thread, ``ORT_ENABLE_ALL`` graph optimisation.
+intra-op threads (each session its own pool, worker threads spinning between operators),
+one inter-op thread, ``ORT_ENABLE_ALL`` graph optimisation.
 
-Timing several sessions in one process needs care: after a run, a session's idle worker
-threads keep spinning for a while, competing for the cores with the next session's run.
-``time_runs`` therefore times *blocks* of back-to-back calls of one candidate (at least
-``min_block_s`` long) in interleaved rounds and reports the median per-call time, so that
-the hand-over between sessions is a small part of every block and load changes on the
-machine still hit all candidates alike.
+Sessions are timed one call at a time in interleaved rounds (``time_runs``), reporting the
+median call. On a shared machine a call is now and then preempted by other processes; the
+median of single calls drops those calls, where the mean of a block of back-to-back calls
+would carry them (measured: blocks of 20 batch-1 calls read up to 5x slower than their
+median call under load).
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,33 +60,11 @@ def create_session(model: str | Path | bytes, threads: int = INTRA_OP_THREADS, *
 
 
 def time_runs(
-    runs: dict[str, Callable[[], object]],
-    rounds: int = 7,
-    min_block_s: float = 0.02,
-    warmup: int = 3,
+    runs: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 3
 ) -> dict[str, float]:
-    """Median seconds per call of each candidate: each call is made ``warmup`` times, then
-    timed in blocks of back-to-back calls at least ``min_block_s`` long (estimated from the
-    fastest warm-up call), in ``rounds`` interleaved rounds."""
-    reps: dict[str, int] = {}
-    for name, run in runs.items():
-        fastest = math.inf
-        for _ in range(warmup):
-            start = time.perf_counter()
-            run()
-            fastest = min(fastest, time.perf_counter() - start)
-        reps[name] = max(1, math.ceil(min_block_s / max(fastest, 1e-6)))
-
-    def block(run: Callable[[], object], count: int) -> Callable[[], None]:
-        def call() -> None:
-            for _ in range(count):
-                run()
-
-        return call
-
-    blocks = {name: block(run, reps[name]) for name, run in runs.items()}
-    seconds = time_interleaved(blocks, rounds=rounds, warmup=0)
-    return {name: seconds[name] / reps[name] for name in runs}
+    """Median seconds per call of each candidate: ``warmup`` untimed calls each, then
+    ``rounds`` interleaved rounds of one call each (``dwstft.bench.measure.time_interleaved``)."""
+    return time_interleaved(runs, rounds=rounds, warmup=warmup)
 
 
 def session_runner(session: Any, batch: Any) -> Callable[[], object]:
