@@ -26,26 +26,28 @@ class FakeClock:
         return self.now
 
 
-def test_time_runs_reports_the_median_call(monkeypatch):
+def test_time_runs_drops_warmup_and_first_calls_and_takes_the_median(monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr(time, "perf_counter", clock)
-    calls = {"fast": 0, "slow": 0}
+    slept = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    # Per candidate: 2 warm-up calls, then 2 rounds of 1 + 3 calls (the first one of each
+    # block pays the wake-up); one call in the second block is preempted.
     durations = {
-        "fast": iter([1.0, 1.0, 0.004, 0.5, 0.004]),
-        "slow": iter([1.0, 1.0, 0.05, 0.06, 0.05]),
+        "fast": iter([9, 9, 7, 0.004, 0.004, 0.004, 7, 0.004, 0.5, 0.004]),
+        "slow": iter([9, 9, 7, 0.05, 0.05, 0.06, 7, 0.05, 0.05, 0.05]),
     }
 
     def run(name: str):
         def call() -> None:
-            calls[name] += 1
             clock.now += next(durations[name])
 
         return call
 
-    result = time_runs({"fast": run("fast"), "slow": run("slow")}, rounds=3, warmup=2)
-    # Warm-up calls are not timed; a preempted call (0.5 s) does not move the median.
+    result = time_runs({"fast": run("fast"), "slow": run("slow")}, rounds=2, calls=3, warmup=2)
     assert result == pytest.approx({"fast": 0.004, "slow": 0.05})
-    assert calls == {"fast": 5, "slow": 5}
+    assert all(next(d, None) is None for d in durations.values())  # every call was made
+    assert slept == [0.05] * 4  # before each block: the previous pool goes idle
 
 
 def test_session_options_are_a_cpu_deployment():

@@ -250,8 +250,8 @@ def time_layer_forms(
             form: session_runner(create_session(_conv_chain_onnx(forms[form], input_size)), x)
             for form in missing
         }
-        calls = rounds if batch > 1 else 20 * rounds
-        for form, seconds in time_runs(runs, rounds=calls).items():
+        calls = 2 if batch > 1 else 20
+        for form, seconds in time_runs(runs, rounds=rounds, calls=calls).items():
             _TIMING_CACHE.setdefault(keys[form], {})[batch] = seconds
     return {form: {b: _TIMING_CACHE[keys[form]][b] for b in batches} for form in LAYER_FORMS}
 

@@ -290,7 +290,8 @@ def run_runtime_benchmark(
     or ``INT8``: the portable graph quantized by onnxruntime, calibrated on random
     images) into a temporary folder, then time all exports in onnxruntime
     (:mod:`dwstft.bench.runtime`) and every unmodified model in PyTorch eager side by
-    side: batch-1 latency and batch-64 throughput, each phase in interleaved rounds."""
+    side: batch-1 latency and batch-64 throughput (``dwstft.bench.runtime.time_runs``;
+    onnxruntime and PyTorch in separate phases)."""
     import tempfile
 
     from tqdm.auto import tqdm
@@ -310,10 +311,12 @@ def run_runtime_benchmark(
         seconds = {}
         for batch in tqdm((1, RUNTIME_BATCH), desc="time", disable=not progress):
             x = torch.randn(batch, 3, 32, 32)
-            runs = {("ort", *row): session_runner(sessions[row], x.numpy()) for row in rows}
-            runs.update({("eager", n): _infer_step(models[n], x) for n in names})
-            # Batch-1 calls take about a millisecond: many more rounds for a stable median.
-            seconds[batch] = time_runs(runs, rounds=rounds if batch > 1 else 20 * rounds)
+            calls = 20 if batch == 1 else 2
+            ort_runs = {row: session_runner(sessions[row], x.numpy()) for row in rows}
+            seconds["ort", batch] = time_runs(ort_runs, rounds=rounds, calls=calls)
+            # PyTorch in its own phase: its OpenMP threads spin after a call as well.
+            eager_runs = {n: _infer_step(models[n], x) for n in names}
+            seconds["eager", batch] = time_runs(eager_runs, rounds=rounds, calls=calls)
     results = []
     for name, kind in rows:
         diff, scale, rewrites = checks[name, kind]
@@ -322,10 +325,10 @@ def run_runtime_benchmark(
                 model=name,
                 optimize=kind,
                 params=count_params(models[name]),
-                ort_latency_b1_ms=1e3 * seconds[1]["ort", name, kind],
-                ort_ips_b64=RUNTIME_BATCH / seconds[RUNTIME_BATCH]["ort", name, kind],
-                eager_latency_b1_ms=1e3 * seconds[1]["eager", name],
-                eager_ips_b64=RUNTIME_BATCH / seconds[RUNTIME_BATCH]["eager", name],
+                ort_latency_b1_ms=1e3 * seconds["ort", 1][name, kind],
+                ort_ips_b64=RUNTIME_BATCH / seconds["ort", RUNTIME_BATCH][name, kind],
+                eager_latency_b1_ms=1e3 * seconds["eager", 1][name],
+                eager_ips_b64=RUNTIME_BATCH / seconds["eager", RUNTIME_BATCH][name],
                 max_abs_diff=diff,
                 logit_scale=scale,
                 rewrites=rewrites,

@@ -5,20 +5,24 @@ Every session runs as a deployment would: ``CPUExecutionProvider``, ``INTRA_OP_T
 intra-op threads (each session its own pool, worker threads spinning between operators),
 one inter-op thread, ``ORT_ENABLE_ALL`` graph optimisation.
 
-Sessions are timed one call at a time in interleaved rounds (``time_runs``), reporting the
-median call. On a shared machine a call is now and then preempted by other processes; the
-median of single calls drops those calls, where the mean of a block of back-to-back calls
-would carry them (measured: blocks of 20 batch-1 calls read up to 5x slower than their
-median call under load).
+Timing several sessions in one process needs care on a 2-core machine: after its last
+call a session's idle worker thread keeps spinning for about 30 ms (measured with
+``getrusage``), so calls of another session made meanwhile share the cores with it; with
+seven sessions called in turn every session ran 2-4x slower than alone. ``time_runs``
+therefore lets each candidate's pool go idle (``settle_s``) before a block of back-to-back
+calls of that candidate, and reports the median single call over all blocks, the first
+call of each block excluded (it pays the worker's wake-up). Rounds interleave the
+candidates so that load changes on the machine hit them alike, and the median drops the
+calls preempted by other processes (a block's mean would keep them).
 """
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from dwstft.bench.measure import time_interleaved
 
 #: Intra-op threads of every benchmarked session (the project's 2-core reference machine).
 INTRA_OP_THREADS = 2
@@ -60,11 +64,28 @@ def create_session(model: str | Path | bytes, threads: int = INTRA_OP_THREADS, *
 
 
 def time_runs(
-    runs: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 3
+    runs: dict[str, Callable[[], object]],
+    rounds: int = 5,
+    calls: int = 5,
+    settle_s: float = 0.05,
+    warmup: int = 2,
 ) -> dict[str, float]:
     """Median seconds per call of each candidate: ``warmup`` untimed calls each, then
-    ``rounds`` interleaved rounds of one call each (``dwstft.bench.measure.time_interleaved``)."""
-    return time_interleaved(runs, rounds=rounds, warmup=warmup)
+    ``rounds`` rounds in which every candidate in turn waits ``settle_s`` and makes a
+    block of ``calls`` + 1 timed back-to-back calls, the first of which is dropped."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            time.sleep(settle_s)
+            for call in range(calls + 1):
+                start = time.perf_counter()
+                run()
+                if call:
+                    samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in samples.items()}
 
 
 def session_runner(session: Any, batch: Any) -> Callable[[], object]:
