@@ -41,9 +41,10 @@ def with_batchnorm_statistics(
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = None
-            with torch.no_grad():
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
+            if m.affine:
+                with torch.no_grad():
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.5, 0.5)
     model.train()
     with torch.no_grad():
         model(torch.randn(4, in_chans, size, size))
@@ -136,19 +137,20 @@ def test_a_negative_batchnorm_scale_keeps_its_skip_multiplication():
 class TwoBranchSum(nn.Module):
     """y = ReLU(BN(conv_a(x) + conv_b(x))) + the input through a 1×1 (no skip scale)."""
 
-    def __init__(self) -> None:
+    def __init__(self, affine: bool = True) -> None:
         super().__init__()
         self.conv_a = nn.Conv2d(3, 6, 3, padding=1)
         self.conv_b = nn.Conv2d(3, 6, 5, padding=2, bias=False)
-        self.bn = nn.BatchNorm2d(6)
+        self.bn = nn.BatchNorm2d(6, affine=affine)
         self.act = nn.ReLU()
 
     def forward(self, x):
         return self.act(self.bn(self.conv_a(x) + self.conv_b(x)))
 
 
-def test_sum_of_two_convolutions_takes_the_batchnorm_in_both():
-    model = with_batchnorm_statistics(TwoBranchSum())
+@pytest.mark.parametrize("affine", [True, False])
+def test_sum_of_two_convolutions_takes_the_batchnorm_in_both(affine):
+    model = with_batchnorm_statistics(TwoBranchSum(affine))
     deployed, rewrites = deployment_model(model)
     assert (rewrites.conv_bn, rewrites.sum_bn, rewrites.skip_scales_absorbed) == (0, 1, 0)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())

@@ -6,8 +6,8 @@ computes, for export to an inference runtime.
 1. replaces every Depthwise-STFT separable layer by one of two equivalent forms
    (``LAYER_FORMS``): its folded dense n×n convolution (``layer.fold()``) or the fixed
    bank as a grouped convolution followed by the trainable 1×1 (``bank_pointwise``),
-   each layer's form given or chosen by timing both on the target runtime
-   (``dwstft.bench.ort_timing.choose_layer_forms``);
+   each layer's form given, or chosen by timing both in onnxruntime at the layer's input
+   shape (``choose_layer_forms``);
 2. traces the result with ``torch.fx`` and rewrites module patterns:
 
    - ``Conv2d → BatchNorm2d``: BatchNorm folded into the convolution;
@@ -36,7 +36,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from dwstft.layers import DepthwiseSTFT, DepthwiseSTFTSeparable, MultiScaleSTFTSeparable, ReLPU
 
@@ -179,6 +178,8 @@ class FormTiming:
 #: A form is chosen over "dense" only if it is at least this much faster (geometric mean
 #: of its time ratios over the tuning batch sizes), so timing noise does not flip choices.
 CHOICE_MARGIN = 0.05
+#: Seconds per call by (layer form signature, batch size), for this process: layers of
+#: one shape (every block of a stage, the same block in several models) are timed once.
 _TIMING_CACHE: dict[tuple, dict[int, float]] = {}
 
 
@@ -384,7 +385,8 @@ class _Rewriter:
             conv = self.module(source, nn.Conv2d)
             if conv is None or len(source.users) != 1:
                 continue
-            self.set_module(source.target, fuse_conv_bn_eval(conv, bn))
+            scale, shift = _bn_affine(bn)
+            self.set_module(source.target, _affine_conv(conv, scale, shift))
             node.replace_all_uses_with(source)
             self.gm.graph.erase_node(node)
             self.counts.conv_bn += 1
@@ -403,16 +405,14 @@ class _Rewriter:
             ]
             if not convs or total.args[0] is total.args[1]:
                 continue
-            scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
-            shifted = False
+            scale, shift = _bn_affine(bn)
             new_args = []
             for arg in total.args:
                 if arg in convs:
+                    # BN(a + b) = s·a + s·b + t: the first conv also takes the shift t.
                     conv = self.modules[arg.target]
-                    # The first conv takes BN's shift (fuse_conv_bn_eval), others scale only.
-                    unit = bn if not shifted else _scale_only_bn(bn)
-                    self.set_module(arg.target, fuse_conv_bn_eval(conv, unit))
-                    shifted = True
+                    first = arg is convs[0]
+                    self.set_module(arg.target, _affine_conv(conv, scale, shift if first else None))
                     new_args.append(arg)
                 else:
                     new_args.append(self.scaled(arg, scale, before=total))
@@ -519,13 +519,24 @@ class _Rewriter:
         return self.gm
 
 
-def _scale_only_bn(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
-    """A copy of ``bn`` with the same scale and no shift (bias = running_mean · scale)."""
-    unit = copy.deepcopy(bn)
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as y = scale·x + shift per channel: (scale, shift), each (C,)."""
     with torch.no_grad():
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        unit.bias.copy_(bn.running_mean * scale)
-    return unit
+        weight = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+        bias = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+        scale = weight / torch.sqrt(bn.running_var + bn.eps)
+        return scale.clone(), (bias - bn.running_mean * scale).clone()
+
+
+@torch.no_grad()
+def _affine_conv(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor | None) -> nn.Conv2d:
+    """A copy of ``conv`` followed by y = scale·y + shift per output channel (no shift if
+    None), as one convolution with a bias."""
+    fused = copy.deepcopy(conv)
+    fused.weight.mul_(scale.reshape(-1, 1, 1, 1))
+    bias = conv.bias * scale if conv.bias is not None else torch.zeros_like(scale)
+    fused.bias = nn.Parameter(bias + shift if shift is not None else bias)
+    return fused
 
 
 @torch.no_grad()
