@@ -30,12 +30,14 @@ _ACTIVATIONS: dict[str, tuple[tuple[str, float], ...]] = {
     "HardSigmoid": (("alpha", 0.2), ("beta", 0.5)),
 }
 MS_DOMAIN = "com.microsoft"
+_FLOAT = 1  # onnx.TensorProto.FLOAT
 
 
-def _shape(value_info: Any) -> tuple | None:
-    """A value's shape as a tuple of ints and symbolic names (None if unknown)."""
+def _float_shape(value_info: Any) -> tuple | None:
+    """A float32 value's shape as a tuple of ints and symbolic names (None if the value
+    is not float32 or its shape is unknown)."""
     tensor_type = value_info.type.tensor_type
-    if not tensor_type.HasField("shape"):
+    if tensor_type.elem_type != _FLOAT or not tensor_type.HasField("shape"):
         return None
     return tuple(d.dim_param if d.dim_param else d.dim_value for d in tensor_type.shape.dim)
 
@@ -45,8 +47,8 @@ def fuse_conv_add_activation(model: Any) -> int:
     ``onnx.ModelProto``) into one ``com.microsoft.FusedConv`` whose ``Z`` input is the
     Add's other operand. Returns how many chains were fused.
 
-    A chain qualifies when the Conv (default domain, float, with a bias) and the Add feed
-    only the next node, neither output is a graph output, the Add's operands have equal,
+    A chain qualifies when the Conv (default domain, with a bias) and the Add feed only the
+    next node, neither output is a graph output, the Add's operands are float32 of equal,
     known shapes (no broadcast) and the activation is one FusedConv applies
     (``_ACTIVATIONS``).
     """
@@ -56,7 +58,7 @@ def fuse_conv_add_activation(model: Any) -> int:
     inferred = onnx.shape_inference.infer_shapes(model)
     graph = model.graph
     shapes = {
-        v.name: _shape(v)
+        v.name: _float_shape(v)
         for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)
     }
     producers = {out: node for node in graph.node for out in node.output}
