@@ -19,12 +19,13 @@ from dwstft.deploy import (
     choose_layer_forms,
     deployment_model,
     fuse_for_inference,
+    relpu_as_convs,
     replace_stft_layers,
     stft_layer_sites,
     trace,
 )
 from dwstft.export import TOLERANCE
-from dwstft.layers import DepthwiseSTFTSeparable, MultiScaleSTFTSeparable
+from dwstft.layers import DepthwiseSTFTSeparable, MultiScaleSTFTSeparable, ReLPU
 from dwstft.models import list_models
 from dwstft.models.stftnet import stftnet
 from dwstft.ort_graph import fuse_conv_add_activation
@@ -93,6 +94,31 @@ def test_bank_pointwise_matches_the_numpy_reference(layer):
         got = pointwise(bank(x)).double().numpy()
     expected = reference_layer(x, layer.pointwise.weight, layer.pointwise.bias, sizes)
     assert np.abs(got - expected).max() < 1e-4 * max(1.0, np.abs(expected).max())
+
+
+def test_relpu_as_convs_matches_the_numpy_reference():
+    torch.manual_seed(0)
+    layer = ReLPU(3, 5, (3, 5))
+    bank, relu, pointwise = relpu_as_convs(layer)
+    assert isinstance(relu, nn.ReLU) and bank.groups == 3
+    x = torch.randn(2, 3, 7, 9)
+    with torch.no_grad():
+        got = pointwise(relu(bank(x))).double().numpy()
+    maps = np.concatenate([stft_reference(x.double().numpy(), n) for n in (3, 5)], axis=1)
+    w = layer.pointwise.weight.detach().double().numpy()[:, :, 0, 0]
+    expected = np.einsum("oc,nchw->nohw", w, np.maximum(maps, 0.0))
+    expected += layer.pointwise.bias.detach().double().numpy()[None, :, None, None]
+    assert np.abs(got - expected).max() < 1e-4 * max(1.0, np.abs(expected).max())
+
+
+def test_relpu_network_gets_the_same_rewrites():
+    model = with_batchnorm_statistics(small_stftnet(mixer="relpu"))
+    deployed, rewrites = deployment_model(model)
+    assert (rewrites.conv_bn, rewrites.sum_bn, rewrites.skip_scales_absorbed) == (3, 3, 3)
+    assert not any(isinstance(m, (ReLPU, nn.BatchNorm2d)) for m in deployed.modules())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert rel_diff(deployed(x), model(x)) < 1e-5
 
 
 def test_bank_pointwise_keeps_the_stride():

@@ -7,7 +7,8 @@ computes, for export to an inference runtime.
    (``LAYER_FORMS``): its folded dense n×n convolution (``layer.fold()``) or the fixed
    bank as a grouped convolution followed by the trainable 1×1 (``bank_pointwise``),
    each layer's form given, or chosen by timing both in onnxruntime at the layer's input
-   shape (``choose_layer_forms``);
+   shape (``choose_layer_forms``), and every ReLPU by the same bank, a ReLU and its 1×1
+   (``relpu_as_convs``);
 2. traces the result with ``torch.fx`` and rewrites module patterns:
 
    - ``Conv2d → BatchNorm2d``: BatchNorm folded into the convolution;
@@ -58,27 +59,30 @@ _POSITIVE_HOMOGENEOUS = (nn.LeakyReLU, nn.ReLU, nn.MaxPool2d, nn.Identity)
 
 
 @torch.no_grad()
-def bank_pointwise(layer: DepthwiseSTFTSeparable | MultiScaleSTFTSeparable) -> nn.Sequential:
-    """The layer as two plain convolutions: the fixed bank as one grouped ``Conv2d(C, 8kC,
-    n_max, groups=C)`` (k neighbourhood sizes; smaller kernels zero-padded to n_max and
-    centred), then the trainable 1×1 ``Conv2d(8kC, F)`` with the layer's weights in the
-    bank's channel order (input channel c's maps are outputs ``c*8k .. c*8k + 8k - 1``).
+def _bank_and_pointwise(
+    stfts: list[DepthwiseSTFT],
+    pointwise: nn.Conv2d,
+    stride: tuple[int, int] | int,
+    padding: tuple[int, int] | int,
+) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """The banks of ``stfts`` (one per neighbourhood size, same input channels) as one
+    grouped convolution, and a copy of ``pointwise`` reading its outputs.
 
-    Computes the same function as ``layer`` (same stride and padding as ``layer.fold()``).
-    Shapes: (N, C, H, W) → (N, F, H_out, W_out).
+    The bank is ``Conv2d(C, 8kC, n_max, groups=C)`` (k sizes; smaller kernels zero-padded
+    to n_max and centred): input channel c's maps are outputs ``c*8k + i*8 + m`` (size i,
+    map m). ``pointwise`` reads the layers' order, size-major ``i*8C + c*8 + m``.
     """
-    dense = layer.fold()
-    stfts = list(layer.stfts) if isinstance(layer, MultiScaleSTFTSeparable) else [layer.stft]
-    channels, n_max = dense.in_channels, dense.kernel_size[0]
+    weight = pointwise.weight
+    channels = stfts[0].in_channels
     sizes = len(stfts)
     maps = 8 * sizes
-    weight = layer.pointwise.weight
+    n_max = max(stft.basis.shape[-1] for stft in stfts)
     bank = nn.Conv2d(
         channels,
         maps * channels,
         n_max,
-        dense.stride,
-        dense.padding,
+        stride,
+        padding,
         groups=channels,
         bias=False,
         device=weight.device,
@@ -90,21 +94,47 @@ def bank_pointwise(layer: DepthwiseSTFTSeparable | MultiScaleSTFTSeparable) -> n
         kernels.append(F.pad(stft.basis.to(weight.dtype), [p, p, p, p]))
     per_channel = torch.cat(kernels)  # (8k, n_max, n_max), size-major
     bank.weight.copy_(per_channel.repeat(channels, 1, 1).unsqueeze(1))
-    pointwise = nn.Conv2d(
+    mixed = nn.Conv2d(
         maps * channels,
-        layer.pointwise.out_channels,
+        pointwise.out_channels,
         1,
-        bias=layer.pointwise.bias is not None,
+        bias=pointwise.bias is not None,
         device=weight.device,
         dtype=weight.dtype,
     )
-    # Layer order: size i, channel c, map m at column i*8C + c*8 + m; bank order c*8k + i*8 + m.
     out = weight.shape[0]
     reordered = weight.reshape(out, sizes, channels, 8).transpose(1, 2)
-    pointwise.weight.copy_(reordered.reshape(out, maps * channels, 1, 1))
-    if pointwise.bias is not None:
-        pointwise.bias.copy_(layer.pointwise.bias)
-    return nn.Sequential(bank, pointwise)
+    mixed.weight.copy_(reordered.reshape(out, maps * channels, 1, 1))
+    if mixed.bias is not None:
+        mixed.bias.copy_(pointwise.bias)
+    return bank, mixed
+
+
+def bank_pointwise(layer: DepthwiseSTFTSeparable | MultiScaleSTFTSeparable) -> nn.Sequential:
+    """The layer as two plain convolutions: the fixed bank as one grouped ``Conv2d(C, 8kC,
+    n_max, groups=C)`` (k neighbourhood sizes; smaller kernels zero-padded to n_max and
+    centred), then the trainable 1×1 ``Conv2d(8kC, F)`` with the layer's weights in the
+    bank's channel order (input channel c's maps are outputs ``c*8k .. c*8k + 8k - 1``).
+
+    Computes the same function as ``layer`` (same stride and padding as ``layer.fold()``).
+    Shapes: (N, C, H, W) → (N, F, H_out, W_out).
+    """
+    dense = layer.fold()
+    stfts = list(layer.stfts) if isinstance(layer, MultiScaleSTFTSeparable) else [layer.stft]
+    return nn.Sequential(*_bank_and_pointwise(stfts, layer.pointwise, dense.stride, dense.padding))
+
+
+def relpu_as_convs(layer: ReLPU) -> nn.Module:
+    """ReLPU as plain modules: the bank as one grouped convolution (``bank_pointwise``'s),
+    ReLU, the trainable 1×1; so that BatchNorm after it folds into the 1×1. ``layer``
+    itself if its banks are not all stride 1 with size-preserving padding.
+    Shapes: (N, C, H, W) → (N, F, H, W)."""
+    stfts = list(layer.stfts)
+    if any(s.stride != 1 or s.padding != "same" for s in stfts):
+        return layer
+    n_max = max(layer.kernel_sizes)
+    bank, pointwise = _bank_and_pointwise(stfts, layer.pointwise, 1, n_max // 2)
+    return nn.Sequential(bank, nn.ReLU(), pointwise)
 
 
 def layer_in_form(layer: DepthwiseSTFTSeparable | MultiScaleSTFTSeparable, form: str) -> nn.Module:
@@ -148,19 +178,26 @@ def stft_layer_sites(model: nn.Module, input_size: tuple[int, int, int]) -> list
 
 def replace_stft_layers(model: nn.Module, forms: Mapping[str, str]) -> nn.Module:
     """A deep copy of ``model`` with each Depthwise-STFT separable layer named in
-    ``forms`` replaced by that form (``layer_in_form``); unnamed ones fold to "dense"."""
+    ``forms`` replaced by that form (``layer_in_form``; unnamed ones fold to "dense") and
+    every ReLPU by plain modules (``relpu_as_convs``)."""
+
+    def plain(module: nn.Module, name: str) -> nn.Module:
+        if isinstance(module, ReLPU):
+            return relpu_as_convs(module).train(module.training)
+        return layer_in_form(module, forms.get(name, "dense")).train(module.training)
+
     replaced = copy.deepcopy(model)
-    if isinstance(replaced, STFT_LAYERS):
-        return layer_in_form(replaced, forms.get("", "dense")).train(model.training)
+    kinds = (*STFT_LAYERS, ReLPU)
+    if isinstance(replaced, kinds):
+        return plain(replaced, "")
     targets = [
         (parent, f"{prefix}.{name}" if prefix else name, name, child)
         for prefix, parent in replaced.named_modules()
         for name, child in parent.named_children()
-        if isinstance(child, STFT_LAYERS)
+        if isinstance(child, kinds)
     ]
     for parent, qualified, name, child in targets:
-        form = forms.get(qualified, "dense")
-        setattr(parent, name, layer_in_form(child, form).train(child.training))
+        setattr(parent, name, plain(child, qualified))
     return replaced
 
 
