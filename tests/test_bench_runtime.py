@@ -103,3 +103,25 @@ def test_format_runtime_table_ratios_to_mobilenetv2():
     # latency 1.0 ms vs 2.0 → 0.50; throughput 300 vs 150 → 2.00; eager/ORT 9.0 / 1.0.
     assert cells[2:6] == ["1.00", "0.50", "300", "2.00"]
     assert cells[8] == "9.0 / 5.0"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--optimize", "fold"], "--optimize applies to --runtime onnxruntime only"),
+        (["--runtime", "onnxruntime", "--channels-last"], "runs on the CPU in NCHW"),
+    ],
+)
+def test_bench_models_option_errors_are_one_line(argv, message):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "dwstft.cli", "bench", "models", "--models", "mobilenet", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("dwstft bench models: error: ") and message in line
