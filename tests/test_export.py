@@ -108,7 +108,7 @@ def test_fold_model_of_a_bare_layer():
 
 
 def test_onnx_export_of_folded_stftnet_b8_f128_matches_pytorch(tmp_path, b8):
-    report = export_model(b8, tmp_path / "b8.onnx", "onnx", fold=True)
+    report = export_model(b8, tmp_path / "b8.onnx", "onnx", optimize="fold")
     check = report.verification
     print(f"stftnet_b8_f128 folded ONNX max |diff| {check.max_abs_diff:.3e}")
     assert check.passed and check.max_abs_diff < 1e-4
@@ -117,12 +117,58 @@ def test_onnx_export_of_folded_stftnet_b8_f128_matches_pytorch(tmp_path, b8):
     assert report.size_bytes == (tmp_path / "b8.onnx").stat().st_size > 4 * report.params
 
 
+def onnx_ops(path) -> list[str]:
+    import onnx
+
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def test_deployment_export_of_stftnet_b8_f128_for_onnxruntime(tmp_path, b8):
+    path = tmp_path / "b8.ort.onnx"
+    report = export_model(b8, path, "onnx", layer_form="dense")
+    check = report.verification
+    print(f"stftnet_b8_f128 onnxruntime deployment ONNX max |diff| {check.max_abs_diff:.3e}")
+    assert report.optimize == "onnxruntime" and check.passed and check.batches == (2, 1)
+    # 12 Block 2: each one FusedConv (conv + skip + LeakyRelu); no BatchNorm, Add or Mul.
+    assert report.fused_convs == 12 and report.rewrites.skip_scales_absorbed == 12
+    ops = onnx_ops(path)
+    assert ops.count("FusedConv") == 12
+    assert not {"BatchNormalization", "Add", "Mul"} & set(ops)
+    # Block 1 and the stem keep Conv → LeakyRelu, which onnxruntime fuses itself.
+    assert ops.count("Conv") == 33 - 12 and ops.count("LeakyRelu") == 17 - 12
+
+
+def test_portable_deployment_export_uses_standard_operators(tmp_path, b8):
+    path = tmp_path / "b8.deploy.onnx"
+    report = export_model(b8, path, "onnx", optimize="portable")
+    assert report.verification.passed and report.fused_convs == 0 and not report.layer_forms
+    ops = onnx_ops(path)
+    assert "FusedConv" not in ops and "BatchNormalization" not in ops
+    assert ops.count("Add") == 12 and ops.count("Conv") == 33
+
+
+def test_bank_layer_form_export_matches_pytorch(tmp_path):
+    model = calibrated(tiny())
+    report = export_model(model, tmp_path / "t.onnx", "onnx", layer_form="bank")
+    assert report.verification.passed
+    # Each of the 2 blocks and the stem: a grouped bank conv and a 1×1 instead of one conv.
+    assert onnx_ops(tmp_path / "t.onnx").count("Conv") == 2 * 3 + 2
+
+
+def test_layer_forms_are_timed_when_not_given(tmp_path):
+    model = calibrated(tiny())
+    report = export_model(model, tmp_path / "t.onnx", "onnx", input_size=(3, 8, 8))
+    assert report.verification.passed
+    sites = [t.site for t in report.layer_forms]
+    assert sites == ["features.0.0", "features.1.mix", "features.3.mix"]
+
+
 def test_onnx_export_unfolded_runs_in_onnxruntime(tmp_path):
     import onnxruntime
 
     model = calibrated(tiny())
     path = tmp_path / "tiny.onnx"
-    report = export_model(model, path, "onnx", opset=18)
+    report = export_model(model, path, "onnx", opset=18, optimize="none")
     assert report.verification.passed and not report.folded
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.randn(5, 3, 32, 32)
@@ -131,11 +177,11 @@ def test_onnx_export_unfolded_runs_in_onnxruntime(tmp_path):
         assert max_rel_diff(torch.from_numpy(logits), model(x)) < 1e-4
 
 
-@pytest.mark.parametrize("fold", [False, True])
-def test_torchscript_round_trip(tmp_path, fold):
+@pytest.mark.parametrize("optimize", ["none", "fold", "portable"])
+def test_torchscript_round_trip(tmp_path, optimize):
     model = calibrated(tiny())
     path = tmp_path / "tiny.torchscript.pt"
-    report = export_model(model, path, "torchscript", fold=fold)
+    report = export_model(model, path, "torchscript", optimize=optimize)
     assert report.verification.passed and report.method.startswith("torch.jit.")
     loaded = torch.jit.load(str(path))
     x = torch.randn(4, 3, 32, 32)
@@ -191,7 +237,7 @@ def test_cli_exports_a_safetensors_checkpoint(tmp_path, tiny_registered, capsys)
     out = capsys.readouterr().out
     onnx_path = tmp_path / "best.folded.onnx"
     assert onnx_path.is_file() and str(onnx_path) in out
-    assert "dynamic batch" in out and "(folded)" in out and ": OK" in out
+    assert "dynamic batch" in out and "(--optimize fold)" in out and ": OK" in out
     assert f"{onnx_path.stat().st_size:,} bytes" in out
 
 
@@ -202,7 +248,7 @@ def test_cli_exports_torchscript_from_training_checkpoint(tmp_path, tiny_registe
     argv = ["export", "--checkpoint", str(ckpt), "--format", "torchscript", "--output"]
     assert main([*argv, str(out_path)]) == 0
     out = capsys.readouterr().out
-    assert out_path.is_file() and "torch.jit." in out and "not folded" in out
+    assert out_path.is_file() and "torch.jit." in out and "(--optimize none)" in out
 
 
 def test_cli_rejects_checkpoint_of_another_model(tmp_path, tiny_registered, capsys, monkeypatch):
@@ -257,7 +303,10 @@ def test_cli_reads_the_training_loop_checkpoint(tmp_path, tiny_registered, capsy
     }
     save_checkpoint(tmp_path / "last.pt", state)
     assert main(["export", "--checkpoint", str(tmp_path / "last.pt"), "--format", "onnx"]) == 0
-    assert f"{TINY}: wrote {tmp_path / 'last.onnx'}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"{TINY}: wrote {tmp_path / 'last.ort.onnx'}" in out
+    assert "(--optimize onnxruntime)" in out and "1 sum+BN folded" not in out
+    assert "conv+BN folded" in out and "layer(s) at (4, 32, 32)" in out
 
 
 def test_cli_fails_when_the_export_does_not_match(tmp_path, tiny_registered, capsys, monkeypatch):
@@ -267,3 +316,49 @@ def test_cli_fails_when_the_export_does_not_match(tmp_path, tiny_registered, cap
     argv = ["export", "--checkpoint", str(ckpt), "--model", TINY, "--format", "onnx", "--fold"]
     assert main(argv) == 1
     assert ": FAILED" in capsys.readouterr().out
+
+
+def run_cli(*argv: str):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "dwstft.cli", *argv], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--fold", "--optimize", "portable"], "--fold contradicts --optimize portable"),
+        (["--optimize", "fold", "--layer-form", "bank"], "--layer-form applies to --optimize"),
+        (["--calibration", "digits"], "--calibration applies to --quantize only"),
+    ],
+)
+def test_cli_rejects_contradicting_export_options(tmp_path, extra, message):
+    ckpt = tmp_path / "best.safetensors"
+    save_file(create_model("mobilenet", num_classes=3).state_dict(), ckpt)
+    result = run_cli(
+        "export", "--checkpoint", str(ckpt), "--model", "mobilenet", "--format", "onnx", *extra
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("dwstft export: error: ") and message in line
+    assert list(tmp_path.iterdir()) == [ckpt]
+
+
+def test_cli_rejects_onnxruntime_graph_for_torchscript_and_quantization(tmp_path):
+    ckpt = tmp_path / "best.safetensors"
+    save_file(create_model("mobilenet", num_classes=3).state_dict(), ckpt)
+    base = ["export", "--checkpoint", str(ckpt), "--model", "mobilenet"]
+    for extra, message in (
+        (["--format", "torchscript"], "applies to --format onnx"),
+        (
+            ["--format", "onnx", "--quantize", "int8", "--calibration", "digits"],
+            "--quantize needs a graph of standard operators",
+        ),
+    ):
+        result = run_cli(*base, *extra, "--optimize", "onnxruntime")
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert list(tmp_path.iterdir()) == [ckpt]

@@ -8,10 +8,15 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from dwstft._allocator import configure_allocator
 from dwstft._atomic import atomic_write_text, prepare_output_file
 from dwstft.errors import DwstftError
+
+if TYPE_CHECKING:
+    from dwstft.export import ExportReport
+    from dwstft.quantize import DatasetArrays
 
 #: Exit status of every expected, user-caused failure (argparse's own convention).
 EXIT_USAGE = 2
@@ -176,6 +181,25 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     models.add_argument("--models", nargs="+", help="names (default: every registered model)")
     models.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds")
+    models.add_argument(
+        "--runtime",
+        choices=("pytorch", "onnxruntime"),
+        default="pytorch",
+        help=(
+            "onnxruntime: each model's ONNX export (written to a temporary folder) in "
+            "onnxruntime on the CPU, batch-1 latency and batch-64 throughput, beside the "
+            "unmodified model in PyTorch eager"
+        ),
+    )
+    models.add_argument(
+        "--optimize",
+        nargs="+",
+        choices=("onnxruntime", "portable", "fold", "none", "int8"),
+        help=(
+            "with --runtime onnxruntime: one row per export kind (default: onnxruntime; "
+            "int8: the portable graph quantized, calibrated on random images, for speed)"
+        ),
+    )
     models.add_argument("--device", default="cpu")
     models.add_argument("--channels-last", action="store_true")
     models.add_argument("--json", help="write the results here (input of `dwstft viz pareto`)")
@@ -212,6 +236,10 @@ def _run_bench_models(args: argparse.Namespace) -> int:
     if args.profile:
         print(profile_training_step(args.profile, args.device))
         return 0
+    if args.runtime == "onnxruntime":
+        return _run_bench_runtime(args)
+    if args.optimize:
+        raise ValueError("--optimize applies to --runtime onnxruntime only")
     results = run_models_benchmark(
         args.models, args.device, args.rounds, channels_last=args.channels_last
     )
@@ -222,6 +250,29 @@ def _run_bench_models(args: argparse.Namespace) -> int:
         atomic_write_text(args.output, table + "\n")
     if args.json:
         write_json(results, args.json, device, "dwstft " + " ".join(sys.argv[1:]))
+    return 0
+
+
+def _run_bench_runtime(args: argparse.Namespace) -> int:
+    import torch
+
+    from dwstft._atomic import atomic_write_text
+    from dwstft.bench.models import format_runtime_table, run_runtime_benchmark, write_json
+    from dwstft.export import require_onnx
+
+    if args.device != "cpu" or args.channels_last:
+        raise ValueError(
+            "--runtime onnxruntime runs on the CPU in NCHW: drop --device/--channels-last"
+        )
+    require_onnx()
+    optimizations = tuple(dict.fromkeys(args.optimize or ["onnxruntime"]))
+    results = run_runtime_benchmark(args.models, optimizations, args.rounds)
+    table = format_runtime_table(results)
+    print(table)
+    if args.output:
+        atomic_write_text(args.output, table + "\n")
+    if args.json:
+        write_json(results, args.json, torch.device("cpu"), "dwstft " + " ".join(sys.argv[1:]))
     return 0
 
 
@@ -756,10 +807,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         parents=_COMMON,
         help="export saved weights to ONNX or TorchScript and check the file",
         description=(
-            "Rebuild the model, load the checkpoint strictly, optionally fold every "
-            "Depthwise-STFT separable layer into one convolution, export, then run the "
-            "exported file and PyTorch on the same random input; exits 1 if they differ by "
-            "more than 1e-4 (relative to the logit scale when it exceeds 1)."
+            "Rebuild the model, load the checkpoint strictly, turn it into an inference graph "
+            "(--optimize), export, then run the exported file and the unmodified PyTorch "
+            "model on the same random input; exits 1 if they differ by more than 1e-4 "
+            "(relative to the logit scale when it exceeds 1). The default for ONNX is the "
+            "deployment graph for onnxruntime: BatchNorm folded into the convolutions (Block "
+            "2's sum-then-BN too), each Depthwise-STFT layer as its dense folded convolution "
+            "or bank + 1x1, whichever onnxruntime runs faster at its shape, and "
+            "conv + skip + activation as one onnxruntime FusedConv."
         ),
     )
     p.add_argument(
@@ -767,21 +822,87 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", help="registered name (default: recorded in the checkpoint)")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
-    p.add_argument("--fold", action="store_true", help="fold STFT layers into nn.Conv2d first")
     p.add_argument(
-        "--output", help="default: beside the checkpoint, <stem>[.folded].onnx/.torchscript.pt"
+        "--optimize",
+        choices=("onnxruntime", "portable", "fold", "none"),
+        help=(
+            "onnxruntime (default for onnx): the deployment graph, tuned for and runnable "
+            "by onnxruntime only; portable: the deployment graph in standard operators; "
+            "fold: only fold the STFT layers into nn.Conv2d; none (default for torchscript): "
+            "the model as it is"
+        ),
+    )
+    p.add_argument("--fold", action="store_true", help="same as --optimize fold")
+    p.add_argument(
+        "--layer-form",
+        choices=("auto", "dense", "bank"),
+        default="auto",
+        help=(
+            "STFT layers as the dense folded conv or the bank + 1x1 (default auto: timed in "
+            "onnxruntime per layer under --optimize onnxruntime, dense under portable)"
+        ),
+    )
+    p.add_argument(
+        "--output",
+        help="default: beside the checkpoint, <stem>[.ort|.deploy|.folded].onnx/.torchscript.pt",
     )
     p.add_argument(
         "--input-size",
         type=_positive_int,
         nargs=3,
         metavar=("C", "H", "W"),
-        help="one image's shape (default: IN_CHANS 32 32)",
+        help="one image's shape (default: IN_CHANS 32 32; digits: 1 8 8)",
     )
     p.add_argument("--opset", type=_positive_int, help="ONNX opset (default: the exporter's)")
     p.add_argument("--num-classes", type=_positive_int, help="default: from head.weight")
     p.add_argument("--in-chans", type=_positive_int, help="default: from the first layer")
+    quant = p.add_argument_group("int8 (onnxruntime static quantization, QDQ)")
+    quant.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="write the int8 model of the --optimize portable graph, calibrated on --calibration",
+    )
+    quant.add_argument(
+        "--calibration",
+        choices=("cifar10", "cifar100", "digits"),
+        help="dataset whose training split calibrates and test split scores (default: the "
+        "checkpoint's)",
+    )
+    quant.add_argument(
+        "--calibration-images",
+        type=_positive_int,
+        default=1024,
+        help="training images used for calibration (default 1024; all if fewer)",
+    )
+    quant.add_argument("--data-dir", help="where CIFAR is found")
     p.set_defaults(handler=_run_export)
+
+
+def _export_optimization(args: argparse.Namespace) -> str:
+    """The --optimize value (--fold is its shorthand), checked against the other options."""
+    from dwstft.export import check_export_options
+
+    if args.fold and args.optimize not in (None, "fold"):
+        raise ValueError(f"--fold contradicts --optimize {args.optimize}; give one of them")
+    if args.calibration and not args.quantize:
+        raise ValueError("--calibration applies to --quantize only")
+    optimize = "fold" if args.fold else args.optimize
+    return check_export_options(args.format, optimize, args.layer_form, args.quantize, args.opset)
+
+
+def _calibration(args: argparse.Namespace) -> DatasetArrays | None:
+    """The calibration/test images for --quantize (None without it)."""
+    from dwstft.export import recorded_dataset
+    from dwstft.quantize import dataset_arrays
+
+    if not args.quantize:
+        return None
+    dataset = args.calibration or recorded_dataset(args.checkpoint)
+    if dataset is None:
+        raise ValueError(
+            f"--quantize needs --calibration DATASET: {args.checkpoint!r} records no dataset"
+        )
+    return dataset_arrays(dataset, args.data_dir, args.calibration_images)
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -789,22 +910,30 @@ def _run_export(args: argparse.Namespace) -> int:
 
     from dwstft.export import default_output, export_model, model_from_checkpoint, onnx_opset
 
+    optimize = _export_optimization(args)
     loaded = model_from_checkpoint(args.checkpoint, args.model, args.num_classes, args.in_chans)
-    input_size = tuple(args.input_size or (loaded.in_chans, 32, 32))
+    calibration = _calibration(args)
+    image = calibration.train_images.shape[1:] if calibration is not None else None
+    input_size = tuple(args.input_size or image or (loaded.in_chans, 32, 32))
     if input_size[0] != loaded.in_chans:
         raise ValueError(
             f"--input-size C must equal the model's in_chans={loaded.in_chans}, got {input_size[0]}"
         )
-    output = Path(args.output or default_output(args.checkpoint, args.format, args.fold))
+    output = Path(
+        args.output or default_output(args.checkpoint, args.format, optimize, args.quantize)
+    )
     if output.resolve() == Path(args.checkpoint).resolve():
         raise ValueError(f"--output {str(output)!r} would overwrite the checkpoint")
     report = export_model(
         loaded.model,
         output,
         args.format,
-        fold=args.fold,
+        optimize=optimize,
+        layer_form=args.layer_form,
         input_size=input_size,
         opset=args.opset,
+        quantize=args.quantize,
+        calibration=calibration,
     )
     check = report.verification
     how = report.method
@@ -817,14 +946,48 @@ def _run_export(args: argparse.Namespace) -> int:
     print(f"  size: {report.size_bytes:,} bytes")
     print(
         f"  parameters: {report.params:,} trainable; exported graph: "
-        f"{report.exported_params:,} ({'folded' if report.folded else 'not folded'})"
+        f"{report.exported_params:,} (--optimize {report.optimize})"
     )
+    for line in _deployment_lines(report):
+        print(f"  {line}")
+    checked = f"{runner}, float graph" if report.quantized is not None else runner
     print(
-        f"  check ({runner} vs PyTorch, input {input_size}, batch {batches}): "
+        f"  check ({checked} vs PyTorch, input {input_size}, batch {batches}): "
         f"max |difference| {check.max_abs_diff:.2e}, logit scale {check.scale:.3g}, "
         f"limit {check.limit:.1e}: {'OK' if check.passed else 'FAILED'}"
     )
+    if report.quantized is not None:
+        q = report.quantized
+        print(
+            f"  {args.quantize} accuracy on the {q.dataset} test split ({q.count} images): "
+            f"float {100 * q.float_acc:.2f}%, {args.quantize} {100 * q.int8_acc:.2f}% "
+            f"(drop {q.drop_points:.2f} points; predictions agree on {100 * q.agreement:.2f}%)"
+        )
     return 0 if check.passed else 1
+
+
+def _deployment_lines(report: ExportReport) -> list[str]:
+    """What the deployment rewrites did: counts, and each layer form's timing."""
+    lines = []
+    if report.rewrites is not None:
+        fused = f", {report.fused_convs} conv+add+activation -> FusedConv"
+        lines.append(
+            f"rewrites: {report.rewrites.describe()}"
+            + (fused if report.optimize == "onnxruntime" else "")
+        )
+    groups: dict[tuple, list[str]] = {}
+    for t in report.layer_forms:
+        key = (t.input_size, t.chosen, tuple((f, tuple(v.items())) for f, v in t.seconds.items()))
+        groups.setdefault(key, []).append(t.site)
+    for (input_size, chosen, seconds), sites in groups.items():
+        batches = "/".join(str(b) for b, _ in seconds[0][1])
+        timed = ", ".join(
+            f"{form} " + "/".join(f"{1e3 * s:.3g}" for _, s in per_batch)
+            for form, per_batch in seconds
+        )
+        where = f"{len(sites)} layer(s) at {input_size} ({', '.join(sites)})"
+        lines.append(f"{where}: {chosen}; onnxruntime ms at batch {batches}: {timed}")
+    return lines
 
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:

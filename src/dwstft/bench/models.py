@@ -17,6 +17,7 @@ import datetime
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -179,8 +180,10 @@ def format_models_table(
     return "\n".join(lines)
 
 
-def write_json(results: list[ModelBench], path: str, device: torch.device, command: str) -> None:
-    """The JSON that ``dwstft viz pareto`` reads."""
+def write_json(
+    results: list[ModelBench] | list[RuntimeBench], path: str, device: torch.device, command: str
+) -> None:
+    """The JSON that ``dwstft viz pareto`` reads (one record per row of the table)."""
     payload = {
         "device": machine_description(device),
         "command": command,
@@ -207,3 +210,159 @@ def profile_training_step(
             step()
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=sort, row_limit=rows)
+
+
+# ----------------------------------------------------------------------------------------
+# onnxruntime: every model's deployment export beside PyTorch eager
+
+RUNTIME_BATCH = 64
+
+
+@dataclass
+class RuntimeBench:
+    """One row of ``dwstft bench models --runtime onnxruntime``: the model exported with
+    ``optimize`` (``dwstft.export.OPTIMIZATIONS``) and run in onnxruntime, beside the
+    unmodified model in PyTorch eager; ``max_abs_diff`` / ``logit_scale``: the export's
+    check against PyTorch (``dwstft.export.verify_export``)."""
+
+    model: str
+    optimize: str
+    params: int
+    ort_latency_b1_ms: float
+    ort_ips_b64: float
+    eager_latency_b1_ms: float
+    eager_ips_b64: float
+    max_abs_diff: float
+    logit_scale: float
+    rewrites: str
+
+
+def calibrate_batchnorm(model: nn.Module, in_chans: int = 3, batches: int = 2) -> nn.Module:
+    """Give every BatchNorm the running statistics of its inputs on random images, as
+    training would (so eval-mode BatchNorm is not the identity and the logits have a
+    realistic scale); returns the model in eval mode."""
+    momenta = {}
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            momenta[m] = m.momentum
+            m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.randn(32, in_chans, 32, 32))
+    for m, momentum in momenta.items():
+        m.momentum = momentum
+    return model.eval()
+
+
+#: The row kind of ``run_runtime_benchmark`` for the int8 model of the portable graph.
+INT8 = "int8"
+
+
+def _export_for_runtime(model: nn.Module, path: Path, kind: str) -> tuple[float, float, str]:
+    """Write ``model``'s export ``kind`` (an ``OPTIMIZATIONS`` entry or ``INT8``) to
+    ``path``; returns (max |exported − PyTorch|, logit scale, rewrites done)."""
+    from dwstft.export import export_model, export_onnx, prepare_model, verify_export
+    from dwstft.quantize import quantize_int8
+
+    if kind != INT8:
+        report = export_model(model, path, "onnx", optimize=kind)
+        check, rewrites = report.verification, report.rewrites
+    else:
+        # Speed only: calibrated on random images (accuracy: `dwstft export --quantize`).
+        prepared = prepare_model(model, "portable")
+        float_path = path.with_suffix(".float.onnx")
+        export_onnx(prepared.module, float_path)
+        quantize_int8(float_path, path, torch.randn(64, 3, 32, 32).numpy())
+        check, rewrites = verify_export(path, "onnx", model), prepared.rewrites
+    return check.max_abs_diff, check.scale, rewrites.describe() if rewrites is not None else ""
+
+
+def run_runtime_benchmark(
+    names: list[str] | None = None,
+    optimizations: tuple[str, ...] = ("onnxruntime",),
+    rounds: int = 5,
+    num_classes: int = 10,
+    progress: bool = True,
+) -> list[RuntimeBench]:
+    """Export every model in ``names`` (default: all registered; random weights with
+    calibrated BatchNorm) once per entry of ``optimizations`` (``OPTIMIZATIONS`` entries,
+    or ``INT8``: the portable graph quantized by onnxruntime, calibrated on random
+    images) into a temporary folder, then time all exports in onnxruntime
+    (:mod:`dwstft.bench.runtime`) and every unmodified model in PyTorch eager side by
+    side: batch-1 latency and batch-64 throughput (``dwstft.bench.runtime.time_runs``;
+    onnxruntime and PyTorch in separate phases)."""
+    import tempfile
+
+    from tqdm.auto import tqdm
+
+    from dwstft.bench.runtime import create_session, session_runner, time_runs
+
+    names = names or list_models()
+    torch.manual_seed(0)
+    models = {n: calibrate_batchnorm(create_model(n, num_classes=num_classes)) for n in names}
+    rows = [(n, o) for n in names for o in optimizations]
+    with tempfile.TemporaryDirectory(prefix="dwstft-bench-") as folder:
+        checks, sessions = {}, {}
+        for name, kind in tqdm(rows, desc="export", disable=not progress):
+            path = Path(folder) / f"{name}.{kind}.onnx"
+            checks[name, kind] = _export_for_runtime(models[name], path, kind)
+            sessions[name, kind] = create_session(path)
+        seconds = {}
+        for batch in tqdm((1, RUNTIME_BATCH), desc="time", disable=not progress):
+            x = torch.randn(batch, 3, 32, 32)
+            calls = 20 if batch == 1 else 2
+            ort_runs = {row: session_runner(sessions[row], x.numpy()) for row in rows}
+            seconds["ort", batch] = time_runs(ort_runs, rounds=rounds, calls=calls)
+            # PyTorch in its own phase: its OpenMP threads spin after a call as well.
+            eager_runs = {n: _infer_step(models[n], x) for n in names}
+            seconds["eager", batch] = time_runs(eager_runs, rounds=rounds, calls=calls)
+    results = []
+    for name, kind in rows:
+        diff, scale, rewrites = checks[name, kind]
+        results.append(
+            RuntimeBench(
+                model=name,
+                optimize=kind,
+                params=count_params(models[name]),
+                ort_latency_b1_ms=1e3 * seconds["ort", 1][name, kind],
+                ort_ips_b64=RUNTIME_BATCH / seconds["ort", RUNTIME_BATCH][name, kind],
+                eager_latency_b1_ms=1e3 * seconds["eager", 1][name],
+                eager_ips_b64=RUNTIME_BATCH / seconds["eager", RUNTIME_BATCH][name],
+                max_abs_diff=diff,
+                logit_scale=scale,
+                rewrites=rewrites,
+            )
+        )
+    return results
+
+
+def format_runtime_table(results: list[RuntimeBench]) -> str:
+    """Markdown table with ratios to MobileNetV2's first row (throughput: higher is
+    better; latency: lower is better)."""
+    import onnxruntime
+
+    from dwstft.bench.runtime import INTRA_OP_THREADS
+
+    ref = next((r for r in results if r.model == REFERENCE_MODEL), results[0])
+    lines = [
+        f"{machine_description(torch.device('cpu'))}; onnxruntime {onnxruntime.__version__} "
+        f"(CPUExecutionProvider, {INTRA_OP_THREADS} intra-op threads, ORT_ENABLE_ALL); "
+        f"float32 (int8 rows: QDQ, calibrated on random images); ratios (×) to {ref.model} "
+        f"({ref.optimize}); max abs diff: exported vs PyTorch logits (batch 2 and 1).",
+        "",
+        "| model | export | ORT latency b1 ms | × | ORT img/s b64 | × | eager latency b1 ms "
+        "| eager img/s b64 | ORT speed-up b1 / b64 | max abs diff (logit scale) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.model} | {r.optimize} "
+            f"| {r.ort_latency_b1_ms:.2f} | {r.ort_latency_b1_ms / ref.ort_latency_b1_ms:.2f} "
+            f"| {r.ort_ips_b64:.0f} | {r.ort_ips_b64 / ref.ort_ips_b64:.2f} "
+            f"| {r.eager_latency_b1_ms:.2f} | {r.eager_ips_b64:.0f} "
+            f"| {r.eager_latency_b1_ms / r.ort_latency_b1_ms:.1f} / "
+            f"{r.ort_ips_b64 / r.eager_ips_b64:.1f} "
+            f"| {r.max_abs_diff:.1e} ({r.logit_scale:.2g}) |"
+        )
+    return "\n".join(lines)

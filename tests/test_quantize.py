@@ -1,0 +1,114 @@
+"""int8 static quantization (dwstft.quantize) and ``dwstft export --quantize int8``."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from dwstft.bench.runtime import create_session
+from dwstft.cli import main
+from dwstft.data import load_digits_splits
+from dwstft.export import export_onnx
+from dwstft.models import registry
+from dwstft.models.stftnet import stftnet
+from dwstft.quantize import compare_accuracy, dataset_arrays, quantize_int8
+
+TINY = "_test_tiny_quantized_stftnet"
+
+
+def tiny(num_classes: int = 10, in_chans: int = 1, **kwargs: object) -> nn.Module:
+    return stftnet(4, 16, num_classes, in_chans, stage_blocks=(2, 1), **kwargs)
+
+
+def trained_like(model: nn.Module, images: np.ndarray) -> nn.Module:
+    """BatchNorm statistics of ``images`` (as training would leave them); eval mode."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.from_numpy(images))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return dataset_arrays("digits", calibration_images=256)
+
+
+def test_dataset_arrays_normalise_like_training(digits):
+    (train, _), (test, test_labels) = load_digits_splits()
+    scaled = train.double().numpy() / 255  # the whole training split sets mean and std
+    mean, std = scaled.mean(), scaled.std()
+    assert digits.train_images.shape == (256, 1, 8, 8) and digits.train_images.dtype == np.float32
+    expected_test = (test.double().numpy() / 255 - mean) / std
+    assert np.abs(digits.test_images - expected_test).max() < 1e-5
+    assert np.array_equal(digits.test_labels, test_labels.numpy())
+    # The calibration images are a subset of the normalised training split.
+    normalised_train = ((scaled - mean) / std).reshape(len(train), -1)
+    first = digits.train_images[0].reshape(-1)
+    assert np.abs(normalised_train - first).max(axis=1).min() < 1e-5
+
+
+def test_int8_model_stays_close_to_the_float_model(tmp_path, digits):
+    torch.manual_seed(0)
+    model = trained_like(tiny(), digits.train_images)
+    float_path, int8_path = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    export_onnx(model, float_path, (1, 8, 8))
+    quantize_int8(float_path, int8_path, digits.train_images)
+    ops = [n.op_type for n in onnx.load(str(int8_path)).graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert oct(int8_path.stat().st_mode & 0o777) == oct(float_path.stat().st_mode & 0o777)
+    x = digits.test_images[:64]
+    name = "input"
+    expected = create_session(float_path).run(None, {name: x})[0]
+    got = create_session(int8_path).run(None, {name: x})[0]
+    scale = np.abs(expected).max()
+    assert np.abs(got - expected).max() < 0.1 * scale  # 8-bit steps, not a broken graph
+    assert (got.argmax(1) == expected.argmax(1)).mean() > 0.9
+
+
+class StubSession:
+    """An onnxruntime-like session returning fixed logits, one row per image."""
+
+    def __init__(self, predictions: list[int]) -> None:
+        self.logits = np.eye(3, dtype=np.float32)[predictions]
+
+    def get_inputs(self):
+        class Input:
+            name = "input"
+
+        return [Input()]
+
+    def run(self, _, feed):
+        x = feed["input"]
+        start = int(x[0, 0, 0, 0])
+        return [self.logits[start : start + len(x)]]
+
+
+def test_compare_accuracy_counts_by_hand(digits):
+    from dwstft.quantize import DatasetArrays
+
+    images = np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1)
+    data = DatasetArrays("toy", images, images, np.array([0, 1, 2, 2]))
+    result = compare_accuracy(StubSession([0, 1, 2, 0]), StubSession([0, 2, 2, 0]), data)
+    assert (result.float_acc, result.int8_acc, result.agreement) == (0.75, 0.5, 0.75)
+    assert result.drop_points == pytest.approx(25.0) and result.count == 4
+
+
+def test_cli_exports_int8_with_the_checkpoint_dataset(tmp_path, monkeypatch, capsys, digits):
+    monkeypatch.setitem(registry._MODELS, TINY, tiny)
+    torch.manual_seed(0)
+    model = trained_like(tiny(), digits.train_images)
+    ckpt = tmp_path / "best.safetensors"
+    save_file(model.state_dict(), ckpt, metadata={"model": TINY, "dataset": "digits"})
+    argv = ["export", "--checkpoint", str(ckpt), "--format", "onnx", "--quantize", "int8"]
+    assert main([*argv, "--calibration-images", "128"]) == 0
+    out = capsys.readouterr().out
+    written = tmp_path / "best.deploy.int8.onnx"
+    assert written.is_file() and f"wrote {written}" in out
+    assert "input (1, 8, 8)" in out and "(--optimize portable)" in out
+    assert "int8 accuracy on the digits test split (360 images): float " in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([ckpt.name, written.name])
