@@ -329,3 +329,29 @@ def test_debug_shows_the_traceback(tmp_path):
     proc = run(*TRAIN_DIGITS, "--output", "o", "--device", "bogus", "--debug", cwd=tmp_path)
     assert proc.returncode == 1 and "Traceback" in proc.stderr
     assert "DeviceUnavailableError" in proc.stderr
+
+
+# --- export -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("output", "phrase"),
+    [("folder", "is a folder"), ("file/x.onnx", "is a file"), ("/proc/x.onnx", "/proc")],
+)
+def test_export_output_that_cannot_be_written(tmp_path, finished_run, output, phrase):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("mine")
+    before = tree(tmp_path)
+    proc = run("export", "--checkpoint", str(finished_run / "best.safetensors"),
+               "--format", "onnx", "--output", output, cwd=tmp_path)  # fmt: skip
+    assert_clean_error(proc, "export", phrase)
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_at_an_input_size_the_model_cannot_take_writes_nothing(tmp_path, finished_run, fmt):
+    proc = run("export", "--checkpoint", str(finished_run / "best.safetensors"),
+               "--format", fmt, "--input-size", "1", "1", "1", "--output", "m.out",
+               cwd=tmp_path)  # fmt: skip
+    assert_clean_error(proc, "export", "--input-size 1 1 1")
+    assert tree(tmp_path) == set()

@@ -314,8 +314,11 @@ def test_cli_fails_when_the_export_does_not_match(tmp_path, tiny_registered, cap
     ckpt = tmp_path / "best.safetensors"
     save_file(calibrated(tiny()).state_dict(), ckpt)
     argv = ["export", "--checkpoint", str(ckpt), "--model", TINY, "--format", "onnx", "--fold"]
+    argv += ["--output", str(tmp_path / "out.onnx")]
     assert main(argv) == 1
-    assert ": FAILED" in capsys.readouterr().out
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "differs from PyTorch" in err[0] and "was not written" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.safetensors"]
 
 
 def run_cli(*argv: str):

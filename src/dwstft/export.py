@@ -15,6 +15,7 @@ import copy
 import importlib.util
 import io
 import logging
+import os
 import re
 import tempfile
 import warnings
@@ -26,10 +27,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import nn
 
-from dwstft._atomic import atomic_write_bytes
+from dwstft._atomic import atomic_write_bytes, prepare_output_file
 from dwstft.bench.complexity import count_params
 from dwstft.deploy import FORM_CHOICES, FormTiming, Rewrites, choose_layer_forms, deployment_model
-from dwstft.errors import MissingDependencyError
+from dwstft.errors import DwstftError, MissingDependencyError
 from dwstft.layers import DepthwiseSTFTSeparable, MultiScaleSTFTSeparable
 from dwstft.models import create_model
 
@@ -554,34 +555,45 @@ def export_model(
         raise ValueError(f"--input-size must be three positive ints C H W, got {input_size}")
     if quantize is not None:
         _check_calibration(calibration, input_size)
+    path = prepare_output_file(path, "--output")
     model.eval()
+    check_runs_at(model, input_size)
     prepared = prepare_model(model, optimize, input_size, layer_form)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fused, quantized = 0, None
-    if fmt == "onnx" and quantize is not None:
-        with tempfile.TemporaryDirectory(prefix="dwstft-export-") as folder:
+    # Everything is written into a hidden folder beside the output and moved into place only
+    # once verified, so a failed export leaves nothing behind.
+    with tempfile.TemporaryDirectory(prefix=".dwstft-export-", dir=path.parent) as folder:
+        staged = Path(folder) / path.name
+        if fmt == "onnx" and quantize is not None:
             float_path = Path(folder) / "float.onnx"
             dynamic = export_onnx(prepared.module, float_path, input_size, opset).dynamic_batch
             verification = verify_export(float_path, fmt, model, input_size)
-            quantized = _quantize(float_path, path, calibration)
-        method = f"torch.onnx.export(dynamo=True) + onnxruntime quantize_static ({quantize})"
-    elif fmt == "onnx":
-        dynamic, fused = export_onnx(
-            prepared.module, path, input_size, opset, fuse_for_onnxruntime=optimize == "onnxruntime"
-        )
-        verification = verify_export(path, fmt, model, input_size)
-        method = "torch.onnx.export(dynamo=True)"
-    else:
-        method = f"torch.jit.{export_torchscript(prepared.module, path, input_size)}"
-        dynamic = True
-        verification = verify_export(path, fmt, model, input_size)
+            _require_match(verification, path)
+            quantized = _quantize(float_path, staged, calibration)
+            method = f"torch.onnx.export(dynamo=True) + onnxruntime quantize_static ({quantize})"
+        elif fmt == "onnx":
+            dynamic, fused = export_onnx(
+                prepared.module,
+                staged,
+                input_size,
+                opset,
+                fuse_for_onnxruntime=optimize == "onnxruntime",
+            )
+            verification = verify_export(staged, fmt, model, input_size)
+            method = "torch.onnx.export(dynamo=True)"
+        else:
+            method = f"torch.jit.{export_torchscript(prepared.module, staged, input_size)}"
+            dynamic = True
+            verification = verify_export(staged, fmt, model, input_size)
+        _require_match(verification, path)
+        size = staged.stat().st_size
+        os.replace(staged, path)
     return ExportReport(
         path=path,
         fmt=fmt,
         method=method,
         dynamic_batch=dynamic,
-        size_bytes=path.stat().st_size,
+        size_bytes=size,
         params=count_params(model),
         exported_params=count_params(prepared.module),
         optimize=optimize,
@@ -591,6 +603,36 @@ def export_model(
         fused_convs=fused,
         quantized=quantized,
     )
+
+
+class ExportMismatchError(DwstftError, RuntimeError):
+    """The exported file does not compute what the PyTorch model computes; nothing was
+    written (the CLI exits with status 1)."""
+
+    exit_status = 1
+
+
+def _require_match(verification: Verification, path: Path) -> None:
+    if not verification.passed:
+        raise ExportMismatchError(
+            f"the exported model differs from PyTorch by up to {verification.max_abs_diff:.2e} "
+            f"(limit {verification.limit:.1e} at logit scale {verification.scale:.3g}), so "
+            f"{str(path)!r} was not written; please report this with the checkpoint"
+        )
+
+
+def check_runs_at(model: nn.Module, input_size: Sequence[int]) -> None:
+    """Raise ValueError, before anything is exported, unless ``model`` (eval mode) runs on a
+    batch of one (C, H, W) = ``input_size`` image."""
+    try:
+        with torch.no_grad():
+            model(_example_input(1, input_size))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"the model cannot run on --input-size {' '.join(map(str, input_size))} "
+            f"({first}); pass the image size it was built for (e.g. 3 32 32)"
+        ) from None
 
 
 def check_export_options(
