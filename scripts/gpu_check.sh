@@ -24,6 +24,10 @@ step() { echo; echo "==== $* ($(date +%T))"; }
   step bench models, eager
   timeout 120 dwstft bench models --device cuda --rounds 5 --json "$OUT/bench_models_cuda.json" \
     --output "$OUT/models_eager.md"
+  step bench models, CUDA graphs for every model
+  timeout 240 dwstft bench models --device cuda --rounds 5 --compile-mode reduce-overhead \
+    --models stftnet_b8_f128 stftnet_b64_f384 mobilenetv2 shufflenetv2 \
+    --output "$OUT/models_graphs.md"
   step bench compile, CUDA graphs: cold/warm compile seconds and step speed-up
   timeout 150 dwstft bench compile stftnet_b8_f128 stftnet_b64_f384 mobilenetv2 --device cuda \
     --mode reduce-overhead --output "$OUT/compile_cuda.md"

@@ -202,6 +202,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     models.add_argument("--device", default="cpu")
     models.add_argument("--channels-last", action="store_true")
+    models.add_argument(
+        "--compile-mode",
+        help="run every model under torch.compile with this mode (default, reduce-overhead "
+        "for CUDA graphs, ...); compiles before timing",
+    )
     models.add_argument("--json", help="write the results here (input of `dwstft viz pareto`)")
     models.add_argument("--output", help="also write the Markdown table to this file")
     models.add_argument(
@@ -241,10 +246,16 @@ def _run_bench_models(args: argparse.Namespace) -> int:
     if args.optimize:
         raise ValueError("--optimize applies to --runtime onnxruntime only")
     results = run_models_benchmark(
-        args.models, args.device, args.rounds, channels_last=args.channels_last
+        args.models,
+        args.device,
+        args.rounds,
+        channels_last=args.channels_last,
+        compile_mode=args.compile_mode,
     )
     device = torch.device(args.device)
     table = format_models_table(results, device, args.channels_last)
+    if args.compile_mode:
+        table = f"torch.compile(mode={args.compile_mode}) for every model; " + table
     print(table)
     if args.output:
         atomic_write_text(args.output, table + "\n")

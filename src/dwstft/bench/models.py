@@ -102,8 +102,11 @@ def run_models_benchmark(
     channels_last: bool = False,
     num_classes: int = 10,
     progress: bool = True,
+    compile_mode: str | None = None,
 ) -> list[ModelBench]:
-    """Measure every model in ``names`` (default: all registered) side by side."""
+    """Measure every model in ``names`` (default: all registered) side by side; with
+    ``compile_mode`` every model's steps run under ``torch.compile(mode=compile_mode)``
+    (compiled before the timed rounds), so the comparison stays fair."""
     from tqdm.auto import tqdm
 
     device = torch.device(device)
@@ -111,6 +114,9 @@ def run_models_benchmark(
     torch.manual_seed(0)
     models = {
         n: _prepare(create_model(n, num_classes=num_classes), device, channels_last) for n in names
+    }
+    runners = {
+        n: torch.compile(m, mode=compile_mode) if compile_mode else m for n, m in models.items()
     }
     data = {
         b: _batch(b, device, channels_last, num_classes) for b in (*TRAIN_BATCHES, 1, INFER_BATCH)
@@ -124,7 +130,7 @@ def run_models_benchmark(
         x, y = data[b]
         steps = {
             n: _train_step(m, x, y) if phase.startswith("train") else _infer_step(m, x)
-            for n, m in models.items()
+            for n, m in runners.items()
         }
         seconds[phase] = time_interleaved(steps, rounds=rounds if b > 1 else 5 * rounds)
     results = []
