@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dwstft._allocator import configure_allocator
+
 #: Samples per step for the model targets (the paper's batch) and for layer targets.
 MODEL_BATCH = 64
 LAYER_BATCH = 32
@@ -75,7 +77,9 @@ def _median_step(step, steps: int) -> float:
 
 
 def measure_in_this_process(target: str, steps: int, device: str, mode: str | None) -> dict:
-    """Eager step, first compiled step and compiled step of ``target``, in seconds."""
+    """Eager step, first compiled step and compiled step of ``target``, in seconds (with the
+    CLI's allocator settings, as every benchmark here)."""
+    configure_allocator()
     dev = torch.device(device)
     module, x, y = _build(target, dev)
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-4)
