@@ -29,3 +29,10 @@ def test_one_row_is_measured_at_each_batch_size_of_its_recipe():
     (row,) = run_budget(("stftnet_b8_f128",), rounds=1, progress=False)
     assert row.recipe == "paper" and set(row.eager_ips) == {64, 128}
     assert all(v > 0 for v in row.eager_ips.values()) and row.compiled_ips is None
+
+
+@pytest.mark.slow
+def test_extra_batches_are_measured_but_the_hours_use_the_recipe():
+    (row,) = run_budget(("mobilenetv2",), rounds=1, extra_batches=(8,), progress=False)
+    assert set(row.eager_ips) == {8, 128}
+    assert row.hours(row.eager_ips, 1) == pytest.approx(200 * 50_000 / row.eager_ips[128] / 3600)

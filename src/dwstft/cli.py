@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from dwstft._allocator import configure_allocator
 from dwstft._atomic import atomic_write_text, prepare_output_file
-from dwstft.errors import DwstftError
+from dwstft.errors import DeviceUnavailableError, DwstftError
 
 if TYPE_CHECKING:
     from dwstft.export import ExportReport
@@ -156,6 +156,18 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "--compile-mode",
         help="also measure under torch.compile with this mode (default, reduce-overhead, ...)",
     )
+    budget.add_argument(
+        "--capture",
+        action="store_true",
+        help="also measure the eager step captured as one CUDA graph (CUDA only)",
+    )
+    budget.add_argument(
+        "--extra-batches",
+        type=_positive_int,
+        nargs="+",
+        default=[],
+        help="also measure every row at these batch sizes (the hours use the recipe's)",
+    )
     budget.add_argument("--output", help="also write the Markdown table to this file")
     budget.set_defaults(handler=_run_bench_budget)
     compiled = what.add_parser(
@@ -294,12 +306,20 @@ def _run_bench_budget(args: argparse.Namespace) -> int:
     from dwstft.reproduce import TABLE2_MODELS
 
     device = resolve_device(args.device)
-    rows = run_budget(tuple(args.models or TABLE2_MODELS), device, args.rounds, args.compile_mode)
+    if args.capture and device.type != "cuda":
+        raise DeviceUnavailableError(
+            f"--capture records CUDA graphs and needs --device cuda; got {device}"
+        )
+    models = tuple(args.models or TABLE2_MODELS)
+    rows = run_budget(
+        models, device, args.rounds, args.compile_mode, args.capture, tuple(args.extra_batches)
+    )
     header = (
         f"{machine_description(device)}; training images/s of one optimiser step at each "
         "batch size of the row's recipe (reproduce table2 --recipe auto), interleaved; hours "
         "= CIFAR-10 + CIFAR-100 training images over those rates (evaluation not counted)"
         + (f"; compiled: torch.compile(mode={args.compile_mode})" if args.compile_mode else "")
+        + ("; captured: the eager step as one CUDA graph" if args.capture else "")
     )
     table = format_budget_table(rows, header)
     print(table)

@@ -4,7 +4,8 @@ For every Table 2 row, the recipe it trains with (``reproduce.recipe_for``, e.g.
 batch 64 for 300 epochs then 128 for 100, or the baselines' batch 128 for 200) and the
 training throughput of that network at each of the recipe's batch sizes, measured side by
 side (interleaved rounds, one optimiser step of the recipe's optimiser per call), eager and,
-with ``compile_mode``, under ``torch.compile``. The hours are the training images of one
+with ``compile_mode``, under ``torch.compile``, and with ``capture`` (CUDA only) as one
+captured CUDA graph per step (:mod:`dwstft.bench.capture`). The hours are the training images of one
 dataset (50,000 per epoch) over those throughputs, times the datasets; evaluation and data
 loading are not counted.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dwstft.bench.capture import capture_training_step
 from dwstft.bench.measure import time_interleaved
 from dwstft.models import create_model
 from dwstft.train.config import TrainConfig, make_config
@@ -35,6 +37,7 @@ class RowBudget:
     phases: tuple[tuple[int, int], ...]  # (epochs, batch size)
     eager_ips: dict[int, float]
     compiled_ips: dict[int, float] | None
+    captured_ips: dict[int, float] | None = None
 
     def hours(self, ips: dict[int, float], datasets: int) -> float:
         """Training hours for ``datasets`` datasets at throughputs ``ips``."""
@@ -63,15 +66,25 @@ def _step(model: torch.nn.Module, config: TrainConfig, batch: int, device: torch
     return step
 
 
+def _captured_step(model: torch.nn.Module, config: TrainConfig, batch: int, device: torch.device):
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 100, (batch,), device=device)
+    return capture_training_step(model, build_optimizer(model, config), x, y)
+
+
 def run_budget(
     models: tuple[str, ...],
     device: str | torch.device = "cpu",
     rounds: int = 5,
     compile_mode: str | None = None,
+    capture: bool = False,
+    extra_batches: tuple[int, ...] = (),
     progress: bool = True,
 ) -> list[RowBudget]:
     """Measure every row's throughput at its recipe's batch sizes (see the module docstring);
-    with ``compile_mode`` also under ``torch.compile(mode=compile_mode)``."""
+    with ``compile_mode`` also under ``torch.compile(mode=compile_mode)``, with ``capture``
+    also as a captured CUDA graph of the eager step. ``extra_batches`` are measured too
+    (to compare rows at one batch size); the hours use the recipe's own."""
     from tqdm.auto import tqdm
 
     from dwstft.reproduce import recipe_for
@@ -82,14 +95,20 @@ def run_budget(
         recipe = recipe_for(name, "auto")
         config = make_config(recipe, model=name, dataset="cifar100", output="-")
         phases = recipe_phases(config)
-        rows.append(RowBudget(name, recipe, phases, {}, {} if compile_mode else None))
+        compiled_ips, captured_ips = ({} if compile_mode else None), ({} if capture else None)
+        rows.append(RowBudget(name, recipe, phases, {}, compiled_ips, captured_ips))
         torch.manual_seed(0)
         model = create_model(name, num_classes=100).to(device).train()
         compiled = torch.compile(model, mode=compile_mode) if compile_mode else None
-        for batch in sorted({b for _, b in phases}):
+        for batch in sorted({b for _, b in phases} | set(extra_batches)):
             candidates[(name, "eager", batch)] = _step(model, config, batch, device)
             if compiled is not None:
                 candidates[(name, "compiled", batch)] = _step(compiled, config, batch, device)
+            if capture:
+                captive = create_model(name, num_classes=100).to(device).train()
+                candidates[(name, "captured", batch)] = _captured_step(
+                    captive, config, batch, device
+                )
     keys = {k: "|".join(map(str, k)) for k in candidates}
     steps: dict[str, Callable[[], None]] = {keys[k]: fn for k, fn in candidates.items()}
     for fn in tqdm(steps.values(), desc="compile/warm up", disable=not progress):
@@ -98,35 +117,39 @@ def run_budget(
     by_model = {row.model: row for row in rows}
     for name, kind, batch in candidates:
         row = by_model[name]
-        target = row.eager_ips if kind == "eager" else row.compiled_ips
+        target = {"eager": row.eager_ips, "compiled": row.compiled_ips}.get(kind, row.captured_ips)
         target[batch] = batch / seconds[keys[(name, kind, batch)]]
     return rows
 
 
 def format_budget_table(rows: list[RowBudget], header: str, datasets: int = 2) -> str:
-    """Markdown: per row the recipe, images/s per batch size and the training hours."""
-    compiled = rows[0].compiled_ips is not None
+    """Markdown: per row the recipe, images/s per batch size and the training hours, eager
+    and for each faster way measured (with its speed-up over eager)."""
+    ways = [("compiled", lambda r: r.compiled_ips), ("captured", lambda r: r.captured_ips)]
+    ways = [(label, get) for label, get in ways if get(rows[0]) is not None]
     title = "| network | recipe | phases (epochs × batch) | eager img/s | eager h |"
     rule = "|---|---|---|---|---:|"
-    if compiled:
-        title += " compiled img/s | compiled h | speed-up |"
+    for label, _ in ways:
+        title += f" {label} img/s | {label} h | speed-up |"
         rule += "---|---:|---:|"
     lines = [header, "", title, rule]
-    totals = [0.0, 0.0]
+    totals = [0.0] * (1 + len(ways))
     for row in rows:
         phases = " + ".join(f"{e} × {b}" for e, b in row.phases)
-        eager = ", ".join(f"b{b}: {v:,.0f}" for b, v in sorted(row.eager_ips.items()))
         hours = row.hours(row.eager_ips, datasets)
         totals[0] += hours
-        line = f"| {row.model} | {row.recipe} | {phases} | {eager} | {hours:.1f} |"
-        if compiled:
-            fast = ", ".join(f"b{b}: {v:,.0f}" for b, v in sorted(row.compiled_ips.items()))
-            fast_hours = row.hours(row.compiled_ips, datasets)
-            totals[1] += fast_hours
-            line += f" {fast} | {fast_hours:.1f} | {hours / fast_hours:.2f} |"
+        line = f"| {row.model} | {row.recipe} | {phases} | {_rates(row.eager_ips)} | {hours:.1f} |"
+        for i, (_, get) in enumerate(ways, start=1):
+            fast_hours = row.hours(get(row), datasets)
+            totals[i] += fast_hours
+            line += f" {_rates(get(row))} | {fast_hours:.1f} | {hours / fast_hours:.2f} |"
         lines.append(line)
     total = f"| **all rows, {datasets} datasets** | | | | **{totals[0]:.1f}** |"
-    if compiled:
-        total += f" | **{totals[1]:.1f}** | {totals[0] / totals[1]:.2f} |"
+    for fast_total in totals[1:]:
+        total += f" | **{fast_total:.1f}** | {totals[0] / fast_total:.2f} |"
     lines.append(total)
     return "\n".join(lines)
+
+
+def _rates(ips: dict[int, float]) -> str:
+    return ", ".join(f"b{b}: {v:,.0f}" for b, v in sorted(ips.items()))
