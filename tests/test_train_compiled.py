@@ -89,10 +89,12 @@ def test_cuda_graph_modes_are_refused_on_the_cpu(tmp_path):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_training_follows_eager_and_resumes_exactly(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    graphs_config = {"device": "cuda", "compile": True, "compile_mode": "reduce-overhead"}
     eager = train(config(tmp_path / "eager", device="cuda"))
-    graphs = train(
-        config(tmp_path / "graphs", device="cuda", compile=True, compile_mode="reduce-overhead")
-    )
+    graphs = train(config(tmp_path / "graphs", **graphs_config))
+    again = train(config(tmp_path / "again", **graphs_config))
     for a, b in zip(graphs.history, eager.history, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
     original = train_loop._train_epoch
@@ -105,9 +107,15 @@ def test_cuda_graph_training_follows_eager_and_resumes_exactly(tmp_path, monkeyp
     monkeypatch.setattr(train_loop, "_train_epoch", stop_in_epoch_two)
     out = tmp_path / "resumed"
     with pytest.raises(TrainingInterrupted):
-        train(config(out, device="cuda", compile=True, compile_mode="reduce-overhead"))
+        train(config(out, **graphs_config))
     monkeypatch.setattr(train_loop, "_train_epoch", original)
     resumed = train(resolve_config(resume=str(out / "last.pt"), device="cuda"))
-    assert [r["test_loss"] for r in resumed.history] == pytest.approx(
-        [r["test_loss"] for r in graphs.history], rel=1e-6
-    )
+
+    def losses(run):
+        return torch.tensor([r["test_loss"] for r in run.history], dtype=torch.float64)
+
+    # GPU reductions with atomics are not bit-reproducible: a resumed run must be as close
+    # to the uninterrupted one as a second uninterrupted run is (exact where that one is).
+    noise = (losses(again) - losses(graphs)).abs().max().item()
+    gap = (losses(resumed) - losses(graphs)).abs().max().item()
+    assert gap <= max(10 * noise, 1e-6), f"resume gap {gap:.3g}, run-to-run noise {noise:.3g}"

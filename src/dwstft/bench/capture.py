@@ -12,8 +12,6 @@ rates), and every batch size needs its own graph.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,7 +23,7 @@ WARMUP_STEPS = 3
 
 def capture_training_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor
-) -> Callable[[], torch.Tensor]:
+) -> CapturedStep:
     """Record ``zero_grad; cross_entropy(model(inputs), targets).backward(); step`` as one
     CUDA graph and return its replay, which returns the (static) loss tensor.
 
@@ -61,7 +59,7 @@ def capture_training_step(
     graph = torch.cuda.CUDAGraph()
     optimizer.zero_grad(set_to_none=True)  # backward then allocates grads in the graph's pool
     with torch.cuda.graph(graph):
-        static_loss = step()
+        loss = step()
 
     with torch.no_grad():
         for tensor, saved in zip((*model.parameters(), *model.buffers()), snapshot, strict=True):
@@ -70,9 +68,19 @@ def capture_training_step(
             for value in state.values():
                 if isinstance(value, torch.Tensor):
                     value.zero_()
+    return CapturedStep(graph, loss, (model, optimizer, inputs, targets))
 
-    def replay() -> torch.Tensor:
-        graph.replay()
-        return static_loss
 
-    return replay
+class CapturedStep:
+    """The replay of a captured step. It holds every tensor owner the graph reads or writes
+    (model, optimiser, static buffers): the graph addresses their memory directly, so
+    letting one be freed while the graph lives would make a replay write into memory that
+    belongs to someone else."""
+
+    def __init__(self, graph: torch.cuda.CUDAGraph, loss: torch.Tensor, owners: tuple) -> None:
+        self.graph, self.loss, self._owners = graph, loss, owners
+
+    def __call__(self) -> torch.Tensor:
+        """One training step on the static buffers' current contents; the loss tensor."""
+        self.graph.replay()
+        return self.loss
