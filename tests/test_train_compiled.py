@@ -33,6 +33,20 @@ def config(output, **overrides):
     return make_config("fast", **{**values, "epochs": 2, **overrides})
 
 
+def interrupt_in_epoch_two(monkeypatch) -> object:
+    """Make the training loop raise KeyboardInterrupt as epoch 2 starts; the original
+    epoch function is returned so that a test can put it back."""
+    original = train_loop._train_epoch
+
+    def stop_in_epoch_two(run):
+        if run.epoch == 1:
+            raise KeyboardInterrupt
+        return original(run)
+
+    monkeypatch.setattr(train_loop, "_train_epoch", stop_in_epoch_two)
+    return original
+
+
 @pytest.fixture(scope="module")
 def compiled_run(tmp_path_factory):
     return train(config(tmp_path_factory.mktemp("compiled"), compile=True))
@@ -58,14 +72,7 @@ def test_compiled_training_follows_eager(compiled_run, tmp_path):
 
 
 def test_an_interrupted_compiled_run_resumes_exactly(compiled_run, tmp_path, monkeypatch):
-    original = train_loop._train_epoch
-
-    def stop_in_epoch_two(run):
-        if run.epoch == 1:
-            raise KeyboardInterrupt
-        return original(run)
-
-    monkeypatch.setattr(train_loop, "_train_epoch", stop_in_epoch_two)
+    original = interrupt_in_epoch_two(monkeypatch)
     with pytest.raises(TrainingInterrupted):
         train(config(tmp_path, compile=True))
     monkeypatch.setattr(train_loop, "_train_epoch", original)
@@ -97,14 +104,7 @@ def test_cuda_graph_training_follows_eager_and_resumes_exactly(tmp_path, monkeyp
     again = train(config(tmp_path / "again", **graphs_config))
     for a, b in zip(graphs.history, eager.history, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
-    original = train_loop._train_epoch
-
-    def stop_in_epoch_two(run):
-        if run.epoch == 1:
-            raise KeyboardInterrupt
-        return original(run)
-
-    monkeypatch.setattr(train_loop, "_train_epoch", stop_in_epoch_two)
+    original = interrupt_in_epoch_two(monkeypatch)
     out = tmp_path / "resumed"
     with pytest.raises(TrainingInterrupted):
         train(config(out, **graphs_config))

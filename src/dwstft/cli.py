@@ -268,9 +268,7 @@ def _run_bench_models(args: argparse.Namespace) -> int:
     table = format_models_table(results, device, args.channels_last)
     if args.compile_mode:
         table = f"torch.compile(mode={args.compile_mode}) for every model; " + table
-    print(table)
-    if args.output:
-        atomic_write_text(args.output, table + "\n")
+    _emit(table, args.output)
     if args.json:
         write_json(results, args.json, device, "dwstft " + " ".join(sys.argv[1:]))
     return 0
@@ -290,9 +288,7 @@ def _run_bench_runtime(args: argparse.Namespace) -> int:
     optimizations = tuple(dict.fromkeys(args.optimize or ["onnxruntime"]))
     results = run_runtime_benchmark(args.models, optimizations, args.rounds)
     table = format_runtime_table(results)
-    print(table)
-    if args.output:
-        atomic_write_text(args.output, table + "\n")
+    _emit(table, args.output)
     if args.json:
         write_json(results, args.json, torch.device("cpu"), "dwstft " + " ".join(sys.argv[1:]))
     return 0
@@ -322,9 +318,7 @@ def _run_bench_budget(args: argparse.Namespace) -> int:
         + ("; captured: the eager step as one CUDA graph" if args.capture else "")
     )
     table = format_budget_table(rows, header)
-    print(table)
-    if args.output:
-        atomic_write_text(args.output, table + "\n")
+    _emit(table, args.output)
     return 0
 
 
@@ -344,9 +338,7 @@ def _run_bench_compile(args: argparse.Namespace) -> int:
         f"cold run left; torch {torch.__version__}"
     )
     table = format_compile_table(results, header)
-    print(table)
-    if args.output:
-        atomic_write_text(args.output, table + "\n")
+    _emit(table, args.output)
     return 0
 
 
@@ -401,9 +393,7 @@ def _run_bench_lpq(args: argparse.Namespace) -> int:
         args.images, args.size, args.window_size, rounds=args.rounds, device=args.device
     )
     table = format_lpq_table(result, torch.device(args.device))
-    print(table)
-    if args.output:
-        atomic_write_text(args.output, table + "\n")
+    _emit(table, args.output)
     return 0
 
 
@@ -432,9 +422,7 @@ def _run_bench_pipeline(args: argparse.Namespace) -> int:
         device=args.device,
     )
     table = format_pipeline_table(results, args.model, args.batch_size, args.images, args.device)
-    print(table)
-    if args.output:
-        atomic_write_text(args.output, table + "\n")
+    _emit(table, args.output)
     return 0
 
 
@@ -444,6 +432,13 @@ def _check_outputs(args: argparse.Namespace) -> None:
         path = getattr(args, option, None)
         if path:
             prepare_output_file(path, f"--{option}")
+
+
+def _emit(table: str, output: str | None) -> None:
+    """Print a Markdown table and, with ``output``, also write it there (atomically)."""
+    print(table)
+    if output:
+        atomic_write_text(output, table + "\n")
 
 
 def _int_at_least(low: int) -> Callable[[str], int]:

@@ -10,8 +10,9 @@ CIFAR adaptation: a 32×32 image cannot afford the ImageNet model's 32× downsam
 would end at 1×1), so the first two of its five stride-2 layers, the stem and the first
 24-channel block, get stride 1. The remaining 8× downsampling ends a 32×32 input at a
 1280 × 4×4 map, the CIFAR counterpart of ImageNet's 7×7 (the ShuffleNets end at 4×4 too;
-MobileNet v1 at 2×2, as in the public CIFAR version Table 2 quotes). Parameter counts do not depend on strides: 2,223,872 in the conv body,
-2,351,972 with a 100-class head (Table 2 of Kumawat & Raman, 2020: 2.36M, 1280 features).
+MobileNet v1 at 2×2, as in the public CIFAR version Table 2 quotes). Parameter counts do
+not depend on strides: 2,223,872 in the conv body, 2,351,972 with a 100-class head
+(Table 2 of Kumawat & Raman, 2020: 2.36M, 1280 features).
 """
 
 from __future__ import annotations
