@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
-from dwstft import depthwise_stft
+from dwstft import DepthwiseSTFT, depthwise_stft
 from dwstft.basis import check_kernel_size, stft_basis
-from dwstft.functional import fold_weight
+from dwstft.functional import fold_weight, stft_separable
 from dwstft.layers import MultiScaleSTFTSeparable, ReLPU
 
 
@@ -45,6 +46,16 @@ def test_bad_kernel_sizes_are_named(given, message):
             lambda: depthwise_stft(torch.randn(1, 1, 5, 5), 3, stride=0),
             "stride must be a positive int, got 0",
         ),
+        (lambda: DepthwiseSTFT(2, 3, stride=0), "stride must be a positive int, got 0"),
+        (lambda: DepthwiseSTFT(2, 3, stride=True), "stride must be a positive int, got True"),
+        (
+            lambda: stft_separable(torch.randn(1, 1, 5, 5), torch.randn(2, 8, 1, 1), stride=0),
+            "stride must be a positive int, got 0",
+        ),
+        (
+            lambda: DepthwiseSTFT(2)(np.zeros((1, 2, 5, 5))),
+            "input must be a torch.Tensor (N, C, H, W), got ndarray",
+        ),
         (
             lambda: fold_weight(torch.randn(4, 12, 1, 1), stft_basis(3)),
             "weight has 12 input channels, expected a multiple of 8",
@@ -64,3 +75,9 @@ def test_multi_bank_layers_honour_bias_and_report_their_shape(layer_class, bias)
     assert (layer.in_channels, layer.out_channels) == (3, 5)
     if layer_class is ReLPU:
         assert layer.kernel_sizes == (3, 5)
+
+
+def test_the_basis_buffer_is_built_in_the_layer_dtype():
+    layer = DepthwiseSTFT(2, 5, dtype=torch.float64)
+    assert layer.basis.dtype == torch.float64
+    torch.testing.assert_close(layer.basis, stft_basis(5, dtype=torch.float64), rtol=0, atol=0)

@@ -10,6 +10,7 @@ from torch import nn
 from dwstft.data import DeviceLoader
 from dwstft.train import evaluate, metrics
 from dwstft.train.distributed import DistContext
+from dwstft.train.evaluate import autocast
 
 
 @pytest.mark.parametrize(("n", "world_size", "batch"), [(7, 2, 3), (10, 3, 4), (5, 4, 2)])
@@ -35,3 +36,15 @@ def test_sharded_evaluation_counts_each_sample_once(monkeypatch, n, world_size, 
     assert single_count == n and count == n
     assert correct / count == pytest.approx(single_acc)
     assert loss_sum / count == pytest.approx(single_loss, rel=1e-6)
+
+
+def test_autocast_is_off_without_amp_and_uses_the_asked_dtype_with_it():
+    cpu = torch.device("cpu")
+    with autocast(cpu, amp=False):
+        assert not torch.is_autocast_enabled("cpu")
+    with autocast(cpu, amp=True):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with autocast(cpu, amp=True, amp_dtype="float16"):
+        assert torch.get_autocast_dtype("cpu") == torch.float16
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float16
