@@ -29,7 +29,7 @@ def test_square_kernel_sizes_are_accepted_as_pairs(given, expected):
     ],
 )
 def test_bad_kernel_sizes_are_named(given, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         check_kernel_size(given)
 
 
@@ -63,7 +63,7 @@ def test_bad_kernel_sizes_are_named(given, message):
     ],
 )
 def test_bad_arguments_are_named(build, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         build()
 
 
