@@ -10,7 +10,7 @@ from torch import nn
 from dwstft.data import DeviceLoader
 from dwstft.train import evaluate, metrics
 from dwstft.train.distributed import DistContext
-from dwstft.train.evaluate import autocast
+from dwstft.train.evaluate import amp_dtype_for, autocast
 
 
 @pytest.mark.parametrize(("n", "world_size", "batch"), [(7, 2, 3), (10, 3, 4), (5, 4, 2)])
@@ -48,3 +48,9 @@ def test_autocast_is_off_without_amp_and_uses_the_asked_dtype_with_it():
     with autocast(cpu, amp=True, amp_dtype="float16"):
         assert torch.get_autocast_dtype("cpu") == torch.float16
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float16
+
+
+def test_the_default_amp_dtype_is_float16_on_cuda_and_bfloat16_elsewhere():
+    assert amp_dtype_for(torch.device("cuda"), None) is torch.float16
+    assert amp_dtype_for(torch.device("cpu"), None) is torch.bfloat16
+    assert amp_dtype_for(torch.device("cuda"), "bfloat16") is torch.bfloat16
