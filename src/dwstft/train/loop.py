@@ -52,7 +52,7 @@ from dwstft.train.checkpoint import (
     save_weights,
 )
 from dwstft.train.config import TrainConfig, merge_resumed, saved_config
-from dwstft.train.distributed import DistContext, any_rank, setup, teardown
+from dwstft.train.distributed import DistContext, any_rank, barrier, setup, teardown
 from dwstft.train.evaluate import amp_dtype_for, autocast, evaluate
 from dwstft.train.metrics import Meter, Record, TensorBoardLogger, write_history
 from dwstft.train.optim import build_optimizer, lr_at, set_lr
@@ -176,7 +176,11 @@ def train(config: TrainConfig) -> TrainResult:
         owner = claim_run_folder(config.output, config.resume) if ctx.is_main else nullcontext()
         with owner:
             run = _build_run(config, ctx)
-            return _fit(run)
+            result = _fit(run)
+        # Every rank is done communicating before any rank leaves the group: gloo's worker
+        # threads abort the process (SIGABRT at exit) when the group is destroyed under them.
+        barrier(ctx)
+        return result
     finally:
         teardown(ctx)
 
