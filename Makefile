@@ -45,7 +45,7 @@ bench: $(STAMP)
 # in CI. `mutmut results` lists the survivors; docs/testing.md holds the triage.
 mutate: $(STAMP)
 	$(BIN)/pip install -q -c constraints.txt mutmut
-	$(BIN)/mutmut run --max-children 2
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2
 	$(BIN)/mutmut results
 
 clean:
