@@ -168,6 +168,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         default=[],
         help="also measure every row at these batch sizes (the hours use the recipe's)",
     )
+    budget.add_argument(
+        "--amp", action="store_true", help="forward and loss under bfloat16 autocast"
+    )
     budget.add_argument("--output", help="also write the Markdown table to this file")
     budget.set_defaults(handler=_run_bench_budget)
     compiled = what.add_parser(
@@ -308,7 +311,13 @@ def _run_bench_budget(args: argparse.Namespace) -> int:
         )
     models = tuple(args.models or TABLE2_MODELS)
     rows = run_budget(
-        models, device, args.rounds, args.compile_mode, args.capture, tuple(args.extra_batches)
+        models,
+        device,
+        args.rounds,
+        args.compile_mode,
+        args.capture,
+        tuple(args.extra_batches),
+        args.amp,
     )
     header = (
         f"{machine_description(device)}; training images/s of one optimiser step at each "
@@ -316,6 +325,7 @@ def _run_bench_budget(args: argparse.Namespace) -> int:
         "= CIFAR-10 + CIFAR-100 training images over those rates (evaluation not counted)"
         + (f"; compiled: torch.compile(mode={args.compile_mode})" if args.compile_mode else "")
         + ("; captured: the eager step as one CUDA graph" if args.capture else "")
+        + ("; bfloat16 autocast" if args.amp else "")
     )
     table = format_budget_table(rows, header)
     _emit(table, args.output)

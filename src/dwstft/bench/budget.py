@@ -53,23 +53,26 @@ def recipe_phases(config: TrainConfig) -> tuple[tuple[int, int], ...]:
     return tuple((e, b) for e, b in phases if e > 0)
 
 
-def _step(model: torch.nn.Module, config: TrainConfig, batch: int, device: torch.device):
+def _step(model: torch.nn.Module, config: TrainConfig, batch: int, device: torch.device, amp):
     x = torch.randn(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 100, (batch,), device=device)
     optimizer = build_optimizer(model, config)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
         optimizer.step()
 
     return step
 
 
-def _captured_step(model: torch.nn.Module, config: TrainConfig, batch: int, device: torch.device):
+def _captured_step(model, config: TrainConfig, batch: int, device: torch.device, amp: bool):
     x = torch.randn(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 100, (batch,), device=device)
-    return capture_training_step(model, build_optimizer(model, config), x, y)
+    amp_dtype = torch.bfloat16 if amp else None
+    return capture_training_step(model, build_optimizer(model, config), x, y, amp_dtype)
 
 
 def run_budget(
@@ -79,12 +82,14 @@ def run_budget(
     compile_mode: str | None = None,
     capture: bool = False,
     extra_batches: tuple[int, ...] = (),
+    amp: bool = False,
     progress: bool = True,
 ) -> list[RowBudget]:
     """Measure every row's throughput at its recipe's batch sizes (see the module docstring);
     with ``compile_mode`` also under ``torch.compile(mode=compile_mode)``, with ``capture``
     also as a captured CUDA graph of the eager step. ``extra_batches`` are measured too
-    (to compare rows at one batch size); the hours use the recipe's own."""
+    (to compare rows at one batch size); the hours use the recipe's own. ``amp`` runs every
+    forward and loss under bfloat16 autocast."""
     from tqdm.auto import tqdm
 
     from dwstft.reproduce import recipe_for
@@ -101,13 +106,13 @@ def run_budget(
         model = create_model(name, num_classes=100).to(device).train()
         compiled = torch.compile(model, mode=compile_mode) if compile_mode else None
         for batch in sorted({b for _, b in phases} | set(extra_batches)):
-            candidates[(name, "eager", batch)] = _step(model, config, batch, device)
+            candidates[(name, "eager", batch)] = _step(model, config, batch, device, amp)
             if compiled is not None:
-                candidates[(name, "compiled", batch)] = _step(compiled, config, batch, device)
+                candidates[(name, "compiled", batch)] = _step(compiled, config, batch, device, amp)
             if capture:
                 captive = create_model(name, num_classes=100).to(device).train()
                 candidates[(name, "captured", batch)] = _captured_step(
-                    captive, config, batch, device
+                    captive, config, batch, device, amp
                 )
     keys = {k: "|".join(map(str, k)) for k in candidates}
     steps: dict[str, Callable[[], None]] = {keys[k]: fn for k, fn in candidates.items()}

@@ -22,7 +22,11 @@ WARMUP_STEPS = 3
 
 
 def capture_training_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    amp_dtype: torch.dtype | None = None,
 ) -> CapturedStep:
     """Record ``zero_grad; cross_entropy(model(inputs), targets).backward(); step`` as one
     CUDA graph and return its replay, which returns the (static) loss tensor.
@@ -32,8 +36,8 @@ def capture_training_step(
     steps are undone before returning: parameters and buffers are put back and the
     optimiser's state is zeroed in place (a fresh state for SGD, Adam and AdamW, whose first
     update from zero state equals their first update from none), so the first replay is the
-    first training step. ``capturable`` is switched on for optimisers
-    that have it.
+    first training step. ``capturable`` is switched on for optimisers that have it. With
+    ``amp_dtype`` the forward and the loss run under autocast to that dtype.
     """
     if not inputs.is_cuda:
         raise ValueError(f"CUDA graph capture needs CUDA tensors; inputs are on {inputs.device}")
@@ -43,7 +47,8 @@ def capture_training_step(
     snapshot = [t.detach().clone() for t in (*model.parameters(), *model.buffers())]
 
     def step() -> torch.Tensor:
-        loss = F.cross_entropy(model(inputs), targets)
+        with torch.autocast("cuda", amp_dtype or torch.float16, enabled=amp_dtype is not None):
+            loss = F.cross_entropy(model(inputs), targets)
         loss.backward()
         optimizer.step()
         return loss
