@@ -370,3 +370,11 @@ def test_archive_missing_batches_is_refused(tmp_path, set_md5):
         load_dataset("cifar10", tmp_path, download=False)
     assert not (tmp_path / "cifar-10-batches-py").exists()
     assert leftovers(tmp_path) == []
+
+
+def test_download_creates_missing_parent_folders(archived, monkeypatch, tmp_path):
+    source, _ = archived
+    serve(monkeypatch, (source / "cifar-10-python.tar.gz").read_bytes())
+    data_dir = tmp_path / "not" / "yet" / "there"
+    load_dataset("cifar10", data_dir, download=True)
+    assert (data_dir / "cifar-10-python.tar.gz").is_file() and leftovers(data_dir) == []

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dwstft import DepthwiseSTFTSeparable3d, create_model, list_models
-from dwstft.models.video import SpatioTemporalNet
+from dwstft.models.video import SpatioTemporalBlock, SpatioTemporalNet
 
 
 def trainable(model: nn.Module) -> int:
@@ -62,3 +63,13 @@ def test_one_training_step_and_folding_keeps_the_function():
 def test_bad_mixer():
     with pytest.raises(ValueError, match="mixer must be one of"):
         SpatioTemporalNet("lstm")
+
+
+@pytest.mark.parametrize("mixer", ["stft", "conv3d"])
+def test_a_block_adds_its_input_before_the_normalisation(mixer):
+    torch.manual_seed(0)
+    block = SpatioTemporalBlock(6, 3, mixer, negative_slope=0.1).eval()
+    x = torch.randn(2, 6, 3, 5, 5)
+    branch = block.mix(block.bottleneck(x))
+    expected = F.leaky_relu(block.bn(branch + x), 0.1)
+    torch.testing.assert_close(block(x), expected, rtol=0, atol=0)
