@@ -319,3 +319,30 @@ def test_other_widths_build_and_run(name: str, kwargs: dict, features: int) -> N
     with torch.no_grad():
         out = model.forward_head(model.forward_features(torch.randn(2, 3, 32, 32)), True)
     assert out.shape == (2, features)
+
+
+@pytest.mark.parametrize(
+    ("name", "activation", "count"),
+    [
+        # stem + (depthwise, pointwise) in each of the 13 separable blocks
+        ("mobilenet", nn.ReLU, 1 + 13 * 2),
+        # stem + the t = 1 block's depthwise + (expand, depthwise) in the other 16 + last 1x1
+        ("mobilenetv2", nn.ReLU6, 1 + 1 + 16 * 2 + 1),
+        # stem + (after the first group conv, after the merge) in each of 4 + 8 + 4 units
+        ("shufflenet", nn.ReLU, 1 + 16 * 2),
+        ("shufflenet_g3", nn.ReLU, 1 + 16 * 2),
+        # stem + 2 in each unit's main branch + 1 in each of the 3 downsampling units'
+        # shortcut branch + the last 1x1
+        ("shufflenetv2", nn.ReLU, 1 + 16 * 2 + 3 + 1),
+    ],
+)
+def test_every_published_activation_is_there(name, activation, count):
+    model = create_model(name, num_classes=10)
+    assert sum(isinstance(m, activation) for m in model.modules()) == count
+
+
+@pytest.mark.parametrize("name", ["shufflenet", "shufflenet_g3"])
+def test_shufflenet_downsampling_shortcut_is_a_3x3_average_pool(name):
+    pools = [m for m in create_model(name).modules() if isinstance(m, nn.AvgPool2d)]
+    assert len(pools) == 3  # one per stage
+    assert all((p.kernel_size, p.stride, p.padding) == (3, 2, 1) for p in pools)
