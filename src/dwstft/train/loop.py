@@ -27,6 +27,7 @@ first. Either way :class:`TrainingInterrupted` names the checkpoint to resume fr
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import sys
@@ -167,6 +168,7 @@ def train(config: TrainConfig) -> TrainResult:
     """
     config.validate()
     ctx = setup(config.device)
+    run = None
     try:
         if config.compile_mode in CUDA_GRAPH_MODES and ctx.device.type != "cuda":
             raise RunSetupError(
@@ -182,6 +184,11 @@ def train(config: TrainConfig) -> TrainResult:
         barrier(ctx)
         return result
     finally:
+        if ctx.distributed:
+            # Free the DDP wrapper (and its reducer) while the process group and the
+            # interpreter are alive: left to interpreter exit, gloo's threads abort it.
+            run = None
+            gc.collect()
         teardown(ctx)
 
 
