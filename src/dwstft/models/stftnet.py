@@ -217,13 +217,13 @@ class STFTNet(ImageClassifier):
 
 def init_orthogonal(module: nn.Module) -> None:
     """Orthogonal initialisation (gain 1, as Keras' ``Orthogonal``) of every trainable
-    convolution and linear weight; biases zero; BatchNorm at identity."""
+    convolution (1-D, 2-D or 3-D) and linear weight; biases zero; BatchNorm at identity."""
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
             nn.init.orthogonal_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 

@@ -22,6 +22,7 @@ from torch import nn
 from dwstft.layers_nd import DepthwiseSTFTSeparable3d
 from dwstft.models.base import ImageClassifier
 from dwstft.models.registry import register_model
+from dwstft.models.stftnet import init_orthogonal
 
 MIXERS = ("stft", "conv3d")
 
@@ -92,7 +93,7 @@ class SpatioTemporalNet(ImageClassifier):
             pool(),
             block(),
         )
-        init_weights_3d(self)
+        init_orthogonal(self)  # as STFTNet, the same for both mixers
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, T, H, W) or (N, C, H, W) → (N, f, t, h, w) feature map."""
@@ -104,19 +105,6 @@ class SpatioTemporalNet(ImageClassifier):
         """(N, f, t, h, w) → logits (N, num_classes), or pooled features if pre_logits."""
         x = x.mean(dim=(2, 3, 4))
         return x if pre_logits else self.head(x)
-
-
-def init_weights_3d(module: nn.Module) -> None:
-    """Orthogonal trainable convolution and linear weights (as STFTNet), zero biases,
-    BatchNorm at identity — the same for both mixers."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv3d, nn.Linear)):
-            nn.init.orthogonal_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm3d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 @register_model
