@@ -22,6 +22,7 @@ from dwstft.bench.capture import capture_training_step
 from dwstft.bench.measure import time_interleaved
 from dwstft.models import create_model
 from dwstft.train.config import TrainConfig, make_config
+from dwstft.train.evaluate import autocast
 from dwstft.train.optim import build_optimizer
 
 #: Training images per epoch of CIFAR-10 and CIFAR-100.
@@ -53,14 +54,19 @@ def recipe_phases(config: TrainConfig) -> tuple[tuple[int, int], ...]:
     return tuple((e, b) for e, b in phases if e > 0)
 
 
-def _step(model: torch.nn.Module, config: TrainConfig, batch: int, device: torch.device, amp):
+def _random_batch(batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CIFAR-shaped batch: images (batch, 3, 32, 32) and labels of 100 classes."""
     x = torch.randn(batch, 3, 32, 32, device=device)
-    y = torch.randint(0, 100, (batch,), device=device)
+    return x, torch.randint(0, 100, (batch,), device=device)
+
+
+def _step(model: torch.nn.Module, config: TrainConfig, batch: int, device: torch.device, amp: bool):
+    x, y = _random_batch(batch, device)
     optimizer = build_optimizer(model, config)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+        with autocast(device, amp, "bfloat16"):
             loss = F.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
@@ -69,8 +75,7 @@ def _step(model: torch.nn.Module, config: TrainConfig, batch: int, device: torch
 
 
 def _captured_step(model, config: TrainConfig, batch: int, device: torch.device, amp: bool):
-    x = torch.randn(batch, 3, 32, 32, device=device)
-    y = torch.randint(0, 100, (batch,), device=device)
+    x, y = _random_batch(batch, device)
     amp_dtype = torch.bfloat16 if amp else None
     return capture_training_step(model, build_optimizer(model, config), x, y, amp_dtype)
 
