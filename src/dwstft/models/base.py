@@ -59,9 +59,10 @@ class ImageClassifier(nn.Module):
         return forward_intermediates(self, x, indices, stop_early, intermediates_only)
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one for ``num_classes`` (0 → identity)."""
-        if not isinstance(num_classes, int) or num_classes < 0:
+        """Replace the classifier with a fresh one for ``num_classes`` (0 → identity), on
+        the device and in the dtype of the model's parameters."""
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
         self.num_classes = num_classes
-        device = next(self.parameters()).device
-        self.head = self._make_head(num_classes).to(device)
+        param = next(self.parameters())
+        self.head = self._make_head(num_classes).to(device=param.device, dtype=param.dtype)
