@@ -5,9 +5,11 @@ from __future__ import annotations
 import builtins
 import codecs
 import dataclasses
+import http.client
 import io
 import os
 import pickle
+import re
 import tarfile
 import urllib.error
 import urllib.request
@@ -24,6 +26,7 @@ from dwstft.data import (
     DatasetNotFoundError,
     UnsafePickleError,
     channel_stats,
+    cifar,
     load_dataset,
 )
 from dwstft.data.cifar import ALLOWED_GLOBALS, md5sum, restricted_load
@@ -378,3 +381,74 @@ def test_download_creates_missing_parent_folders(archived, monkeypatch, tmp_path
     data_dir = tmp_path / "not" / "yet" / "there"
     load_dataset("cifar10", data_dir, download=True)
     assert (data_dir / "cifar-10-python.tar.gz").is_file() and leftovers(data_dir) == []
+
+
+class HTTPResponse(io.BytesIO):
+    """A response with real (case-insensitive) HTTP headers; ``on_read`` runs before each
+    read, so a test can look at the download folder while the download is in flight."""
+
+    def __init__(self, payload: bytes, length: bool, on_read) -> None:
+        super().__init__(payload)
+        self.headers = http.client.HTTPMessage()
+        if length:
+            self.headers["Content-Length"] = str(len(payload))
+        self.on_read = on_read
+
+    def read(self, size=-1):
+        self.on_read()
+        return super().read(size)
+
+
+class Bar:
+    """Records what ``download_archive`` asks of its progress bar."""
+
+    made: list[Bar] = []  # noqa: RUF012
+
+    def __init__(self, **kwargs) -> None:
+        self.kwargs, self.done = kwargs, 0
+        Bar.made.append(self)
+
+    def __enter__(self) -> Bar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        self.done += n
+
+
+@pytest.mark.parametrize("length", [True, False])
+def test_download_stages_in_a_hidden_part_file_beside_the_target(
+    archived, monkeypatch, tmp_path, length
+):
+    source, _ = archived
+    payload = (source / "cifar-10-python.tar.gz").read_bytes()
+    data_dir = tmp_path / "fresh"
+    seen, timeouts = [], []
+
+    def look():
+        seen.append(sorted(p.name for p in data_dir.iterdir()))
+
+    def urlopen(url, timeout=None):
+        timeouts.append(timeout)
+        return HTTPResponse(payload, length, look)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(cifar, "tqdm", Bar)
+    Bar.made = []
+    assert cifar.download_archive(CIFAR_SPECS["cifar10"], data_dir) == (
+        data_dir / "cifar-10-python.tar.gz"
+    )
+    # while it downloads, the only file is a hidden .part named after the archive, in the
+    # target's folder (so the final rename cannot cross file systems)
+    assert seen and all(len(names) == 1 for names in seen)
+    assert re.fullmatch(r"\.cifar-10-python\.tar\.gz-.+\.part", seen[0][0])
+    assert sorted(p.name for p in data_dir.iterdir()) == ["cifar-10-python.tar.gz"]
+    # a stalled server cannot hang the download forever
+    assert len(timeouts) == 1 and timeouts[0] is not None and 0 < timeouts[0] <= 600
+    # the bar counts bytes against Content-Length (unknown without the header)
+    (bar,) = Bar.made
+    assert bar.kwargs["total"] == (len(payload) if length else None)
+    assert bar.done == len(payload)
+    assert bar.kwargs["unit"] == "B" and bar.kwargs["unit_scale"] is True
