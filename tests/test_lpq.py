@@ -118,6 +118,57 @@ def test_float64_fast_pass_gives_the_same_codes(monkeypatch):
     torch.testing.assert_close(lpq(images, 5, mode="im"), expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(
+    ("height", "width"), [(7, 7), (7, 8), (8, 7), (7, 30), (31, 7), (12, 19), (19, 12)]
+)
+def test_one_row_or_column_of_codes_and_odd_widths_match_the_reference(height, width):
+    rng = np.random.default_rng(height * width)
+    images = rng.integers(0, 256, size=(3, height, width), dtype=np.uint8)
+    codes_ref, hist_ref = reference_batch(images, 7, True)
+    codes = lpq(torch.from_numpy(images), 7, mode="im")
+    assert codes.is_contiguous()
+    np.testing.assert_array_equal(codes, codes_ref)
+    np.testing.assert_array_equal(lpq(torch.from_numpy(images), 7, mode="h"), hist_ref)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3 * 16 * 10 * 7 * 4])
+def test_chunked_fast_pass_matches_the_reference(monkeypatch, chunk_bytes):
+    # 14×17 images at n = 5: responses of 16 × 10 × 7 float32 per image; chunks of one image
+    # and of three (the last one partial). A dark image, bright column-constant ones (six
+    # of their eight raw coefficients are exact zeros) and a flat one.
+    rng = np.random.default_rng(5)
+    images = np.repeat(rng.integers(150, 256, (7, 1, 17)), 14, 1).astype(np.uint8)
+    images[0] = rng.integers(0, 2, (14, 17))
+    images[2] = 7  # a flat image: every coefficient an exact zero
+    codes_ref, _ = reference_batch(images, 5, False)
+    lpq_module = importlib.import_module("dwstft.lpq")
+    monkeypatch.setattr(lpq_module, "_CHUNK_BYTES", chunk_bytes)
+    codes = lpq(torch.from_numpy(images), 5, False, mode="im")
+    np.testing.assert_array_equal(codes, codes_ref)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3 * 16 * 10 * 7 * 4])
+def test_each_chunk_compares_with_its_own_images_bounds(monkeypatch, chunk_bytes):
+    lpq_module = importlib.import_module("dwstft.lpq")
+    monkeypatch.setattr(lpq_module, "_CHUNK_BYTES", chunk_bytes)
+    images = torch.randint(
+        1, 256, (7, 14, 17), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    weight = lpq_operators(5)[2].float()[:, None]
+    bounds = torch.tensor([0.0, 1e30, 0.0, 0.0, 1e30, 0.0, 1e30])
+    _, unsure = lpq_module._fast_codes(images, weight, bounds)
+    assert unsure.shape == (7, 10, 14)
+    assert unsure[:, :, :13].all(2).all(1).tolist() == (bounds > 0).tolist()
+    assert not unsure[bounds == 0, :, :13].any()
+
+
+def test_packing_gives_every_code_its_byte():
+    lpq_module = importlib.import_module("dwstft.lpq")
+    bits = (torch.arange(256)[:, None] >> torch.arange(8)) & 1 == 1
+    assert lpq_module._pack_bits(bits).tolist() == list(range(256))
+    assert lpq_module._pack_bits(bits).dtype == torch.uint8
+
+
 def test_input_forms_and_dtypes_agree():
     rng = np.random.default_rng(4)
     images = rng.integers(0, 256, (3, 20, 18)).astype(np.uint8)
