@@ -251,6 +251,14 @@ def test_each_network_uses_its_mixer():
     assert mixers(relpunet(stage_blocks=(1, 1))) == {ReLPU}
 
 
+def test_relpunet_passes_in_chans_and_spec_options_on():
+    model = relpunet(in_chans=1, stage_blocks=(1, 1), negative_slope=0.1).eval()
+    assert model.spec.stage_blocks == (1, 1) and model.spec.negative_slope == 0.1
+    assert (model.spec.bottleneck, model.spec.features) == (44, 256)
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
 def test_the_conv_stem_is_a_size_keeping_3x3():
     model = stftnet(4, 8, stage_blocks=(1, 1), stem="conv").eval()
     stem = model.features[0][0]
