@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import codecs
 import dataclasses
+import hashlib
 import http.client
 import io
 import os
@@ -27,6 +28,7 @@ from dwstft.data import (
     UnsafePickleError,
     channel_stats,
     cifar,
+    load_cifar,
     load_dataset,
 )
 from dwstft.data.cifar import ALLOWED_GLOBALS, md5sum, restricted_load
@@ -452,3 +454,168 @@ def test_download_stages_in_a_hidden_part_file_beside_the_target(
     assert bar.kwargs["total"] == (len(payload) if length else None)
     assert bar.done == len(payload)
     assert bar.kwargs["unit"] == "B" and bar.kwargs["unit_scale"] is True
+    assert bar.kwargs["desc"] == "cifar-10-python.tar.gz"
+
+
+def exactly(message: str) -> str:
+    return "^" + re.escape(message) + "$"
+
+
+def test_load_cifar_downloads_by_default(archived, monkeypatch, tmp_path):
+    source, _ = archived
+    requested = serve(monkeypatch, (source / "cifar-10-python.tar.gz").read_bytes())
+    (train_x, _), (test_x, _) = load_cifar("cifar10", tmp_path / "fresh")
+    assert requested == [CIFAR_SPECS["cifar10"].url]
+    assert train_x.shape == (5 * PER_FILE, 3, 32, 32) and test_x.shape == (PER_FILE, 3, 32, 32)
+
+
+class Latin1Alias:
+    def __reduce__(self):
+        return codecs.encode, ("\xe9t\xe9", "latin-1")
+
+
+def test_both_spellings_of_latin1_are_allowed():
+    assert restricted_load(io.BytesIO(pickle.dumps(Latin1Alias(), protocol=2))) == b"\xe9t\xe9"
+
+
+def test_a_refused_global_is_named_in_the_whole_message(tmp_path):
+    message = (
+        "refusing to load global __builtin__.exec: a CIFAR batch needs only numpy array "
+        "reconstruction"
+    )
+    payload = pickle.dumps(ExecCall(tmp_path / "MARKER"), protocol=2)
+    with pytest.raises(UnsafePickleError, match=exactly(message)):
+        restricted_load(io.BytesIO(payload))
+
+
+def test_an_md5_mismatch_is_the_whole_message(archived):
+    data_dir, _ = archived
+    archive = data_dir / "cifar-10-python.tar.gz"
+    expected = CIFAR_SPECS["cifar10"].md5
+    corrupt(archive, "truncated")
+    actual = hashlib.md5(archive.read_bytes(), usedforsecurity=False).hexdigest()
+    message = (
+        f"{archive} has MD5 {actual}, expected {expected}: the file is corrupted or "
+        "truncated; delete it and download it again"
+    )
+    with pytest.raises(CorruptArchiveError, match=exactly(message)):
+        load_dataset("cifar10", data_dir, download=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "link", "why"),
+    [
+        ("/tmp/dwstft-absolute-evil", None, "refusing unsafe member path {name!r}"),
+        ("\\evil", None, "refusing unsafe member path {name!r}"),
+        # a backslash is a separator on Windows: this one would land two folders up there
+        ("cifar-10-batches-py/..\\..\\evil", None, "refusing unsafe member path {name!r}"),
+        (
+            "cifar-10-batches-py/evil",
+            "../../evil",
+            "refusing member {name!r}: only regular files and folders are expected (no "
+            "links or devices)",
+        ),
+        (
+            "elsewhere/evil",
+            None,
+            "member {name!r} lies outside the expected folder cifar-10-batches-py/",
+        ),
+    ],
+)
+def test_each_unsafe_member_is_refused_by_name(tmp_path, set_md5, name, link, why):
+    write_folder(tmp_path / "src", "cifar10")
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+        add_member(tar, name, link)
+    set_md5("cifar10", archive)
+    with pytest.raises(CorruptArchiveError, match=exactly(f"{archive}: " + why.format(name=name))):
+        load_dataset("cifar10", tmp_path, download=False)
+    assert not (tmp_path / "cifar-10-batches-py").exists() and leftovers(tmp_path) == []
+
+
+def test_extraction_stages_in_a_hidden_folder_beside_the_target(archived, monkeypatch):
+    data_dir, _ = archived
+    staged = []
+    extractall = tarfile.TarFile.extractall
+
+    def recording(self, path=".", *args, **kwargs):
+        staged.append(Path(path))
+        return extractall(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", recording)
+    load_dataset("cifar10", data_dir, download=False)
+    (path,) = staged
+    assert path.parent == data_dir and re.fullmatch(r"\.cifar-10-batches-py-.+", path.name)
+    assert leftovers(data_dir) == []
+
+
+def test_extraction_drops_setuid_and_group_or_other_write_bits(tmp_path, set_md5):
+    write_folder(tmp_path / "src", "cifar10")
+    archive = tmp_path / "cifar-10-python.tar.gz"
+
+    def loose(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        if info.isfile():
+            info.mode = 0o4777
+        return info
+
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", "cifar-10-batches-py", filter=loose)
+    set_md5("cifar10", archive)
+    load_dataset("cifar10", tmp_path, download=False)
+    for path in (tmp_path / "cifar-10-batches-py").iterdir():
+        assert path.stat().st_mode & 0o7022 == 0, (path.name, oct(path.stat().st_mode))
+
+
+def test_a_complete_folder_put_there_first_is_kept(archived):
+    # another process (a DDP rank) finished first: its folder wins, ours is discarded
+    data_dir, _ = archived
+    write_folder(data_dir, "cifar10")
+    (data_dir / "cifar-10-batches-py" / "theirs").write_text("kept")
+    target = cifar.extract_archive(data_dir / "cifar-10-python.tar.gz", CIFAR_SPECS["cifar10"])
+    assert target == data_dir / "cifar-10-batches-py"
+    assert (target / "theirs").read_text() == "kept" and leftovers(data_dir) == []
+
+
+def test_an_incomplete_folder_in_the_way_is_an_error(archived):
+    data_dir, _ = archived
+    (data_dir / "cifar-10-batches-py").mkdir()
+    (data_dir / "cifar-10-batches-py" / "data_batch_1").write_text("partial")
+    with pytest.raises(OSError):
+        cifar.extract_archive(data_dir / "cifar-10-python.tar.gz", CIFAR_SPECS["cifar10"])
+    assert leftovers(data_dir) == []
+
+
+def test_missing_batch_files_are_listed(tmp_path, set_md5):
+    write_folder(tmp_path / "src", "cifar10")
+    for name in ("data_batch_2", "test_batch"):
+        (tmp_path / "src" / "cifar-10-batches-py" / name).unlink()
+    archive = pack(tmp_path / "src" / "cifar-10-batches-py", tmp_path / "cifar-10-python.tar.gz")
+    set_md5("cifar10", archive)
+    message = f"{archive} lacks the batch files data_batch_2, test_batch"
+    with pytest.raises(CorruptArchiveError, match=exactly(message)):
+        load_dataset("cifar10", tmp_path, download=False)
+    write_folder(tmp_path / "data", "cifar10")
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    for name in ("data_batch_2", "test_batch"):
+        (folder / name).unlink()
+    message = (
+        f"{folder} is incomplete (missing data_batch_2, test_batch); delete it so that "
+        "cifar-10-python.tar.gz is extracted again, or restore the missing files"
+    )
+    with pytest.raises(DatasetNotFoundError, match=exactly(message)):
+        load_dataset("cifar10", tmp_path / "data", download=False)
+
+
+def test_a_batch_that_is_not_a_dict_or_lacks_labels_is_named(tmp_path):
+    write_folder(tmp_path, "cifar10")
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    dump(path, [1, 2])
+    with pytest.raises(ValueError, match=exactly(f"{path}: expected a dict, got list")):
+        load_dataset("cifar10", tmp_path, download=False)
+    batch = make_batch(0, "labels", 10)
+    del batch[b"labels"]
+    dump(path, batch)
+    prefix = re.escape(f"{path}: batch has no 'labels' entry (keys: ")
+    with pytest.raises(ValueError, match="^" + prefix):
+        load_dataset("cifar10", tmp_path, download=False)
