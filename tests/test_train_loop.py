@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -286,3 +287,54 @@ def test_every_epoch_reshuffles_and_reaugments(tmp_path, monkeypatch):
     steps = len(seen) // 2
     first, second = seen[0], seen[steps]
     assert first.shape == second.shape and not torch.equal(first, second)
+
+
+def on_call(k: int, action: Callable[[nn.Module, torch.Tensor], torch.Tensor]):
+    """A hook that applies ``action`` to the ``k``-th training forward only."""
+    calls = {"n": 0}
+
+    def hook(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return action(model, logits) if calls["n"] == k else logits
+
+    return hook
+
+
+def test_one_non_finite_step_at_an_epochs_end_is_named(tmp_path, monkeypatch):
+    # only the last step of epoch 1 is NaN: the check after it sees exactly one bad step
+    steps = DIGITS_TRAIN_STEPS_64
+    monkeypatch.setattr(TinyNet, "on_forward", on_call(steps, lambda m, z: z * math.nan))
+    with pytest.raises(NonFiniteLossError, match="non-finite training loss") as info:
+        train(tiny_config(tmp_path))
+    assert (info.value.epoch, info.value.step) == (1, steps)
+
+
+def test_amp_on_the_cpu_trains_under_bfloat16_autocast(tmp_path, monkeypatch):
+    seen = []
+
+    def record(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+        seen.append((logits.dtype, torch.is_autocast_enabled("cpu")))
+        return logits
+
+    monkeypatch.setattr(TinyNet, "on_forward", record)
+    train(tiny_config(tmp_path, epochs=1, amp=True))
+    assert len(seen) == DIGITS_TRAIN_STEPS_64
+    assert set(seen) == {(torch.bfloat16, True)}
+
+
+def test_printed_accuracies_are_the_recorded_ones(tmp_path, capsys):
+    result = train(tiny_config(tmp_path, epochs=2))
+    out = capsys.readouterr().out
+    for record in result.history:
+        (line,) = [s for s in out.splitlines() if s.startswith(f"epoch {record['epoch']:>3}/2 ")]
+        train_acc, test_acc = (float(v) for v in re.findall(r"acc +([\d.]+)%", line))
+        assert train_acc == pytest.approx(100 * record["train_acc"], abs=0.005)
+        assert test_acc == pytest.approx(100 * record["test_acc"], abs=0.005)
+    final = re.search(
+        r"final test accuracy ([\d.]+)% \(epoch 2\); best ([\d.]+)% \(epoch (\d)\)", out
+    )
+    assert final is not None
+    assert float(final[1]) == pytest.approx(100 * result.history[-1]["test_acc"], abs=0.005)
+    best = max(result.history, key=lambda r: r["test_acc"])
+    assert float(final[2]) == pytest.approx(100 * best["test_acc"], abs=0.005)
+    assert int(final[3]) == best["epoch"]
