@@ -28,11 +28,21 @@ def test_reference_agrees_with_lpq_on_random_floats(n, decorrelate):
 
 
 def test_tiny_run_and_table():
-    result = run_lpq_benchmark(images=4, size=32, window_size=5, rounds=1)
+    result = run_lpq_benchmark(images=4, size=32, window_size=5, rounds=1, compile=False)
     assert set(result.seconds) == {"numpy/scipy", "dwstft.lpq"}
     assert 0 <= result.equal <= 4
+    assert result.first_compiled_call is None and result.compiled_matches is None
     table = format_lpq_table(result, torch.device("cpu"))
-    assert "| dwstft.lpq |" in table and "speed-up" in table
+    assert "| dwstft.lpq |" in table and "speed-up" in table and "compile=True" not in table
+
+
+@pytest.mark.compile
+def test_tiny_run_with_the_compiled_pass():
+    result = run_lpq_benchmark(images=3, size=32, window_size=5, rounds=1)
+    assert set(result.seconds) == {"numpy/scipy", "dwstft.lpq", "dwstft.lpq, compile=True"}
+    assert result.compiled_matches is True and result.first_compiled_call > 0
+    table = format_lpq_table(result, torch.device("cpu"))
+    assert "| dwstft.lpq, compile=True |" in table and "identical to the eager" in table
 
 
 @pytest.mark.parametrize(
@@ -55,6 +65,7 @@ def test_cli_errors_are_one_line(argv, message):
             "2",
             "--rounds",
             "1",
+            "--no-compile",
             *argv,
         ],
         capture_output=True,

@@ -169,6 +169,61 @@ def test_packing_gives_every_code_its_byte():
     assert lpq_module._pack_bits(bits).dtype == torch.uint8
 
 
+@pytest.mark.parametrize(("n", "decorrelate"), [(3, False), (7, True), (9, True)])
+def test_separable_filters_rebuild_the_lpq_filters(n, decorrelate):
+    lpq_module = importlib.import_module("dwstft.lpq")
+    _, _, combined = lpq_operators(n, decorrelate)
+    horizontal, vertical = lpq_module._separable_operators(n, decorrelate, 0.9)
+    rebuilt = torch.einsum("imr,mc->irc", vertical, horizontal)
+    # Filter i is rebuilt up to the positive scale that makes its bound's sum 1.
+    scale = rebuilt.reshape(8, -1).abs().sum(1) / combined.reshape(8, -1).abs().sum(1)
+    assert (scale > 0).all()
+    torch.testing.assert_close(rebuilt, combined * scale[:, None, None], rtol=0, atol=1e-15)
+    bound_sums = (vertical.abs() * horizontal.abs().sum(1)[None, :, None]).sum((1, 2))
+    torch.testing.assert_close(bound_sums, torch.ones(8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (2, 9, 4), (4, 122, 61)])
+def test_rare_nonzero_is_nonzero(shape):
+    lpq_module = importlib.import_module("dwstft.lpq")
+    generator = torch.Generator().manual_seed(sum(shape))
+    for density in (0.0, 0.02, 0.5, 1.0):
+        mask = torch.rand(shape, generator=generator) < density
+        assert torch.equal(lpq_module._rare_nonzero(mask), mask.nonzero())
+
+
+@pytest.mark.compile
+def test_compiled_pass_matches_the_reference_on_photos(photos):
+    crops = np.stack([photos[0][:128, :128], photos[1][100:228, 300:428], photos[0][200:328, :128]])
+    codes_ref, hist_ref = reference_batch(crops, 7, True)
+    images = torch.from_numpy(crops)
+    np.testing.assert_array_equal(lpq(images, mode="im", compile=True), codes_ref)
+    np.testing.assert_array_equal(lpq(images, mode="h", compile=True), hist_ref)
+    torch.testing.assert_close(lpq(images, compile=True), lpq(images), rtol=0, atol=0)
+
+
+@pytest.mark.compile
+def test_compiled_pass_in_padded_chunks_matches_the_reference(monkeypatch):
+    # Chunks of three images for 8 images: the last chunk, two images, is padded to three.
+    lpq_module = importlib.import_module("dwstft.lpq_fused")
+    monkeypatch.setattr(lpq_module, "_CHUNK_BYTES", 3 * 3 * 20 * 17 * 4)
+    rng = np.random.default_rng(8)
+    images = np.repeat(rng.integers(0, 6, (8, 10, 21)), 2, 1).astype(np.uint8)
+    images[3] = 9  # flat: every coefficient an exact zero
+    codes_ref, hist_ref = reference_batch(images, 5, False)
+    np.testing.assert_array_equal(
+        lpq(torch.from_numpy(images), 5, False, mode="im", compile=True), codes_ref
+    )
+    np.testing.assert_array_equal(
+        lpq(torch.from_numpy(images), 5, False, mode="h", compile=True), hist_ref
+    )
+    floats = rng.normal(size=(8, 20, 21)) * 30
+    codes_ref, _ = reference_batch(floats, 5, False, exact=False)
+    np.testing.assert_array_equal(
+        lpq(torch.from_numpy(floats), 5, False, mode="im", compile=True), codes_ref
+    )
+
+
 def test_input_forms_and_dtypes_agree():
     rng = np.random.default_rng(4)
     images = rng.integers(0, 256, (3, 20, 18)).astype(np.uint8)
@@ -222,6 +277,7 @@ def test_decorrelation_matrix():
         ({"rho": 0}, "rho"),
         ({"decorrelate": 1}, "decorrelate must be True or False"),
         ({"mode": "hist"}, "mode must be one of"),
+        ({"compile": 1}, "compile must be True or False"),
     ],
 )
 def test_bad_arguments(kwargs, match):

@@ -238,6 +238,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     lpq.add_argument("--window-size", type=_positive_int, default=7, help="odd, >= 3")
     lpq.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds")
     lpq.add_argument("--device", default="cpu")
+    lpq.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time lpq(compile=True), after its first call (default: %(default)s)",
+    )
     lpq.add_argument("--output", help="also write the Markdown table to this file")
     lpq.set_defaults(handler=_run_bench_lpq)
 
@@ -400,7 +406,12 @@ def _run_bench_lpq(args: argparse.Namespace) -> int:
     from dwstft.bench.lpq import format_lpq_table, run_lpq_benchmark
 
     result = run_lpq_benchmark(
-        args.images, args.size, args.window_size, rounds=args.rounds, device=args.device
+        args.images,
+        args.size,
+        args.window_size,
+        rounds=args.rounds,
+        device=args.device,
+        compile=args.compile,
     )
     table = format_lpq_table(result, torch.device(args.device))
     _emit(table, args.output)

@@ -15,6 +15,7 @@ Data: square crops at seeded random positions of scikit-learn's two sample photo
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +95,10 @@ class LpqResult:
     window_size: int
     seconds: dict[str, float]
     equal: int
+    #: Seconds of the first ``compile=True`` call (compilation included), None if not run.
+    first_compiled_call: float | None = None
+    #: Whether the compiled pass gave the eager pass's histograms exactly, None if not run.
+    compiled_matches: bool | None = None
 
 
 def run_lpq_benchmark(
@@ -102,8 +107,10 @@ def run_lpq_benchmark(
     window_size: int = 7,
     rounds: int = 5,
     device: str | torch.device = "cpu",
+    compile: bool = True,
 ) -> LpqResult:
-    """Time ``lpq_scipy`` over the batch against one ``dwstft.lpq`` call, interleaved."""
+    """Time ``lpq_scipy`` over the batch against one ``dwstft.lpq`` call (and one with
+    ``compile=True``, after timing its first call), interleaved."""
     crops = photo_crops(images, size)
     batch = torch.from_numpy(crops).to(device)
     lpq(batch[:1], window_size)  # validates the arguments before the reference runs
@@ -112,14 +119,22 @@ def run_lpq_benchmark(
     def reference() -> np.ndarray:
         return np.stack([lpq_scipy(c, window_size) for c in crops])
 
-    def ours() -> torch.Tensor:
-        out = lpq(batch, window_size)
+    def ours(compiled: bool = False) -> torch.Tensor:
+        out = lpq(batch, window_size, compile=compiled)
         sync()
         return out
 
-    seconds = time_interleaved({"numpy/scipy": reference, "dwstft.lpq": ours}, rounds=rounds)
+    candidates = {"numpy/scipy": reference, "dwstft.lpq": ours}
+    first_call, matches = None, None
+    if compile:
+        start = time.perf_counter()
+        compiled = ours(compiled=True)
+        first_call = time.perf_counter() - start
+        matches = torch.equal(compiled, ours())
+        candidates["dwstft.lpq, compile=True"] = lambda: ours(compiled=True)
+    seconds = time_interleaved(candidates, rounds=rounds)
     equal = int((reference() == ours().cpu().numpy()).all(1).sum())
-    return LpqResult(images, size, window_size, seconds, equal)
+    return LpqResult(images, size, window_size, seconds, equal, first_call, matches)
 
 
 def format_lpq_table(result: LpqResult, device: torch.device) -> str:
@@ -135,11 +150,17 @@ def format_lpq_table(result: LpqResult, device: torch.device) -> str:
     ]
     for name, seconds in result.seconds.items():
         lines.append(
-            f"| {name} | {seconds:.3f} | {result.images / seconds:,.0f} | {ref / seconds:.1f}× |"
+            f"| {name} | {seconds:.4f} | {result.images / seconds:,.0f} | {ref / seconds:.1f}× |"
         )
     lines += [
         "",
         f"Histograms equal on {result.equal} of {result.images} images (the reference "
         "quantises exactly-zero coefficients by rounding noise).",
     ]
+    if result.first_compiled_call is not None:
+        same = "identical to" if result.compiled_matches else "DIFFERENT from"
+        lines.append(
+            f"`compile=True`: histograms {same} the eager pass's; its first call, "
+            f"compilation included, took {result.first_compiled_call:.1f} s."
+        )
     return "\n".join(lines)
