@@ -28,6 +28,8 @@ CPU (in a two-phase form, see ``_two_phase_kernels``; in chunks of images that s
 cache), a rigorous bound on its rounding error per image, and an exact float64
 recomputation of the few pixels where some coefficient lies within that bound of zero. On
 other devices (whose float32 convolutions may use TF32) the convolution runs in float64.
+With ``compile=True`` the fast pass is one ``torch.compile``d loop instead
+(``dwstft.lpq_fused``); the exact recomputation is the same.
 """
 
 from __future__ import annotations
