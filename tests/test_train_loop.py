@@ -304,12 +304,20 @@ def test_one_non_finite_step_at_an_epochs_end_is_named(tmp_path, monkeypatch):
     # only the last step of epoch 1 is NaN: the check after it sees exactly one bad step
     steps = DIGITS_TRAIN_STEPS_64
     monkeypatch.setattr(TinyNet, "on_forward", on_call(steps, lambda m, z: z * math.nan))
-    with pytest.raises(NonFiniteLossError, match="non-finite training loss") as info:
+    message = (
+        f"non-finite training loss (nan) at epoch 1, step {steps}; stopped without saving this "
+        f"state (last good checkpoint: {tmp_path / 'last.pt'}). Lower --lr, enable "
+        "--clip-grad, or check the data."
+    )
+    with pytest.raises(NonFiniteLossError, match="^" + re.escape(message) + "$") as info:
         train(tiny_config(tmp_path))
     assert (info.value.epoch, info.value.step) == (1, steps)
 
 
-def test_amp_on_the_cpu_trains_under_bfloat16_autocast(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("amp_dtype", "dtype"), [(None, torch.bfloat16), ("float16", torch.float16)]
+)
+def test_amp_on_the_cpu_trains_under_autocast(tmp_path, monkeypatch, amp_dtype, dtype):
     seen = []
 
     def record(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
@@ -317,14 +325,22 @@ def test_amp_on_the_cpu_trains_under_bfloat16_autocast(tmp_path, monkeypatch):
         return logits
 
     monkeypatch.setattr(TinyNet, "on_forward", record)
-    train(tiny_config(tmp_path, epochs=1, amp=True))
+    train(tiny_config(tmp_path, epochs=1, amp=True, amp_dtype=amp_dtype))
     assert len(seen) == DIGITS_TRAIN_STEPS_64
-    assert set(seen) == {(torch.bfloat16, True)}
+    assert set(seen) == {(dtype, True)}
+    # float16 needs loss scaling, bfloat16 (the CPU's default) does not
+    scaler = load_checkpoint(tmp_path / "last.pt")["scaler"]
+    assert (scaler != {}) == (dtype == torch.float16)
 
 
 def test_printed_accuracies_are_the_recorded_ones(tmp_path, capsys):
     result = train(tiny_config(tmp_path, epochs=2))
     out = capsys.readouterr().out
+    # TinyNet(10 classes, 1 channel): conv 9·16 + 16, BN 2·16, linear 16·10 + 10 = 362
+    assert out.splitlines()[0] == (
+        f"starting: {TINY} (362 trainable parameters) on digits, recipe paper, 2 epochs, "
+        f"cpu -> {tmp_path}"
+    )
     for record in result.history:
         (line,) = [s for s in out.splitlines() if s.startswith(f"epoch {record['epoch']:>3}/2 ")]
         train_acc, test_acc = (float(v) for v in re.findall(r"acc +([\d.]+)%", line))
@@ -338,3 +354,29 @@ def test_printed_accuracies_are_the_recorded_ones(tmp_path, capsys):
     best = max(result.history, key=lambda r: r["test_acc"])
     assert float(final[2]) == pytest.approx(100 * best["test_acc"], abs=0.005)
     assert int(final[3]) == best["epoch"]
+
+
+def test_gradient_clipping_bounds_every_step(tmp_path, monkeypatch):
+    # SGD (Nesterov, momentum 0.9) at lr 0.01 with gradients clipped to norm 1e-9: 22 steps
+    # move no weight by more than 22 · 0.01 · 1e-9 · 19 ≈ 4e-9 (unclipped: about 1e-2)
+    first: dict[str, torch.Tensor] = {}
+
+    def record(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+        if not first:
+            first.update({k: p.detach().clone() for k, p in model.named_parameters()})
+        return logits
+
+    monkeypatch.setattr(TinyNet, "on_forward", record)
+    train(tiny_config(tmp_path, epochs=1, opt="sgd", clip_grad=1e-9))
+    state = load_checkpoint(tmp_path / "last.pt")["model"]
+    assert set(first) <= set(state)
+    assert max((state[k] - p).abs().max().item() for k, p in first.items()) < 1e-7
+
+
+@pytest.mark.parametrize("recipe", ["paper", "baseline"])
+@pytest.mark.parametrize("hflip", [False, True])
+def test_the_augmentation_flips_only_where_allowed(tmp_path, recipe, hflip):
+    from dwstft.train.loop import _augmentation
+
+    augmentation = _augmentation(tiny_config(tmp_path, recipe=recipe), hflip)
+    assert augmentation.hflip is hflip
