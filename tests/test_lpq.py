@@ -224,6 +224,15 @@ def test_compiled_pass_in_padded_chunks_matches_the_reference(monkeypatch):
     )
 
 
+def test_compiled_pass_refuses_more_images_than_its_codes_can_index(monkeypatch):
+    lpq_fused = importlib.import_module("dwstft.lpq_fused")
+    # The largest code value, 256 (N - 1) + 255, must fit an int32.
+    assert torch.iinfo(torch.int32).max >= 256 * lpq_fused.MAX_IMAGES - 1
+    monkeypatch.setattr(lpq_fused, "MAX_IMAGES", 3)
+    with pytest.raises(ValueError, match=r"at most 3 images per call .* got 4; split the batch"):
+        lpq(torch.zeros(4, 9, 9, dtype=torch.uint8), compile=True)
+
+
 def test_input_forms_and_dtypes_agree():
     rng = np.random.default_rng(4)
     images = rng.integers(0, 256, (3, 20, 18)).astype(np.uint8)
@@ -305,3 +314,5 @@ def test_cuda_matches_cpu(photos):
     for n, decorrelate in [(3, True), (7, True), (7, False)]:
         expected = lpq(crops, n, decorrelate, mode="im")
         torch.testing.assert_close(lpq(crops.cuda(), n, decorrelate, mode="im").cpu(), expected)
+        compiled = lpq(crops.cuda(), n, decorrelate, mode="im", compile=True)
+        torch.testing.assert_close(compiled.cpu(), expected)

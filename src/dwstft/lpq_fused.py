@@ -18,7 +18,7 @@ S_i = Σ_{m,t} |v_i[m, t]| A_m, whatever the order of the sums. Each output's we
 divided by S_i, so one bound ``(4n + 6) u max|x|`` holds for all eight.
 
 Each distinct chunk shape (images per chunk, height, width, n) compiles once per process
-(about 6 s on 2 CPU cores, less from Inductor's on-disk cache); chunks are padded to one
+(12.5 s cold on 2 CPU cores, 3 s from Inductor's on-disk cache); chunks are padded to one
 size so a batch compiles once.
 """
 
@@ -33,6 +33,8 @@ from dwstft.basis import separable_filters
 
 #: Horizontal-pass bytes per chunk: small enough to stay in cache within the fused loop.
 _CHUNK_BYTES = 4 << 20
+#: Images per call: 256 × image index + code must fit an int32.
+MAX_IMAGES = (2**31 - 1) // 256
 
 
 def separable_lpq_filters(
@@ -131,6 +133,11 @@ def fused_codes(
         the bound (there the code is not to be trusted).
     """
     batch, height, width = images.shape
+    if batch > MAX_IMAGES:
+        raise ValueError(
+            f"lpq(compile=True) takes at most {MAX_IMAGES:,} images per call (its int32 "
+            f"codes carry 256 × the image index), got {batch:,}; split the batch"
+        )
     n = horizontal.shape[1]
     step = max(1, _CHUNK_BYTES // (3 * height * (width - n + 1) * horizontal.element_size()))
     step = min(step, batch)
