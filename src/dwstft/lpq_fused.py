@@ -11,11 +11,12 @@ some response lies within the rounding bound of zero. That is 3n + 24n
 multiply-adds per pixel instead of 8n², and no response ever reaches memory. Written by
 hand because no PyTorch operator expresses this fused filter-and-quantise step.
 
-Rounding: horizontal pass m errs by at most (γ_n + u) A_m max|x| (A_m = Σ|h_m|, u the unit
-roundoff, γ_k = ku / (1 - ku)); the vertical pass then by γ_{3n} Σ|v||h̃| plus the
-propagated and weight-rounding errors, in all at most (4n + 2 + O(nu)) u S_i max|x| with
-S_i = Σ_{m,t} |v_i[m, t]| A_m, whatever the order of the sums. Each output's weights are
-divided by S_i, so one bound ``(4n + 6) u max|x|`` holds for all eight.
+Rounding: horizontal pass m errs by at most (γ_n + 2u) A_m max|x| (A_m = Σ|h_m|, u the unit
+roundoff, γ_k = ku / (1 - ku); 2u for rounding its weights and the pixels); the vertical
+pass adds γ_{3n} Σ|v||h̃| and u Σ|v||h̃| for its own weights, in all at most
+(4n + 3 + O(nu)) u S_i max|x| with S_i = Σ_{m,t} |v_i[m, t]| A_m, whatever the order of
+the sums. Each output's weights are divided by S_i, so one bound ``(4n + 6) u max|x|``
+holds for all eight (the spare u cover the O(nu) terms and rounding the bound itself).
 
 Each distinct chunk shape (images per chunk, height, width, n) compiles once per process
 (12.5 s cold on 2 CPU cores, 3 s from Inductor's on-disk cache); chunks are padded to one
