@@ -233,6 +233,15 @@ def test_compiled_pass_refuses_more_images_than_its_codes_can_index(monkeypatch)
         lpq(torch.zeros(4, 9, 9, dtype=torch.uint8), compile=True)
 
 
+def test_int8_images_of_their_most_negative_value():
+    # abs(-128) overflows in int8: the rounding bounds must come from float magnitudes.
+    # Column-constant images of -128 and 0: many coefficients are exact zeros.
+    rng = np.random.default_rng(12)
+    images = np.repeat(rng.choice(np.array([-128, 0], dtype=np.int8), (4, 1, 15)), 12, 1)
+    codes_ref, _ = reference_batch(images.astype(np.float64), 5, False)
+    np.testing.assert_array_equal(lpq(torch.from_numpy(images), 5, False, mode="im"), codes_ref)
+
+
 def test_input_forms_and_dtypes_agree():
     rng = np.random.default_rng(4)
     images = rng.integers(0, 256, (3, 20, 18)).astype(np.uint8)

@@ -231,8 +231,9 @@ def _exact_codes(
         start = (chunk[:, 0] * height + chunk[:, 1]) * width + chunk[:, 2]
         rows = [runs.index_select(0, start + row * width) for row in range(window_size)]
         windows = torch.cat(rows, 1)
-        largest = (windows.abs() if signed else windows).amax(1).to(torch.float64)
-        coefficients = windows.to(torch.float64) @ flat
+        values = windows.to(torch.float64)
+        largest = values.abs().amax(1) if signed else windows.amax(1).to(torch.float64)
+        coefficients = values @ flat
         bound = largest[:, None] * scale
         coefficients = torch.where(coefficients.abs() <= bound, 0.0, coefficients)
         codes.append(_pack_bits(coefficients @ transform > 0))
@@ -355,8 +356,9 @@ def lpq(
     device = images.device
     dtype = _fast_dtype(device)
     unit = torch.finfo(dtype).eps / 2
-    magnitudes = images if images.dtype == torch.uint8 else images.abs()
-    peak = magnitudes.reshape(len(images), -1).amax(1).to(torch.float64)
+    # max|x| per image, from the extremes in float64 (abs of int8's -128 would overflow).
+    flat = images.reshape(len(images), -1)
+    peak = torch.maximum(flat.amax(1).to(torch.float64), -flat.amin(1).to(torch.float64))
     if compile:
         horizontal, vertical = (
             t.to(device=device, dtype=dtype)
