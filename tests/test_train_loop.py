@@ -356,9 +356,11 @@ def test_printed_accuracies_are_the_recorded_ones(tmp_path, capsys):
     assert int(final[3]) == best["epoch"]
 
 
-def test_gradient_clipping_bounds_every_step(tmp_path, monkeypatch):
+@pytest.mark.parametrize("amp", [{}, {"amp": True, "amp_dtype": "float16"}])
+def test_gradient_clipping_bounds_every_step(tmp_path, monkeypatch, amp):
     # SGD (Nesterov, momentum 0.9) at lr 0.01 with gradients clipped to norm 1e-9: 22 steps
-    # move no weight by more than 22 · 0.01 · 1e-9 · 19 ≈ 4e-9 (unclipped: about 1e-2)
+    # move no weight by more than 22 · 0.01 · 1e-9 · 19 ≈ 4e-9 (unclipped: about 1e-2);
+    # with float16 the clipping follows the loss scaler's unscaling
     first: dict[str, torch.Tensor] = {}
 
     def record(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
@@ -367,7 +369,7 @@ def test_gradient_clipping_bounds_every_step(tmp_path, monkeypatch):
         return logits
 
     monkeypatch.setattr(TinyNet, "on_forward", record)
-    train(tiny_config(tmp_path, epochs=1, opt="sgd", clip_grad=1e-9))
+    train(tiny_config(tmp_path, epochs=1, opt="sgd", clip_grad=1e-9, **amp))
     state = load_checkpoint(tmp_path / "last.pt")["model"]
     assert set(first) <= set(state)
     assert max((state[k] - p).abs().max().item() for k, p in first.items()) < 1e-7
