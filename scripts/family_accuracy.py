@@ -1,10 +1,12 @@
 """The accuracy figures of docs/family.md, measured: the worst relative error of every 1-D and
 3-D path against the literal neighbourhood sum (float64), gradcheck on every path, and LPQ
 codes against the independent reference on the test images (with the number of codes that
-change when exactly-zero coefficients are quantised by rounding noise, as lpq.m does).
+change when exactly-zero coefficients are quantised by rounding noise, as lpq.m does), for
+the eager and the ``compile=True`` pass.
 
 Run from the repository root: ``.venv/bin/python scripts/family_accuracy.py`` (about a
-minute on two cores). The references live in tests/ (stft_nd_reference.py, lpq_reference.py).
+minute on two cores, half of it compiling the fused LPQ loop for 10 image and window sizes).
+The references live in tests/ (stft_nd_reference.py, lpq_reference.py).
 """
 
 from __future__ import annotations
@@ -67,7 +69,12 @@ def gradchecks() -> dict[tuple[tuple[int, ...], str], bool]:
     return results
 
 
-def lpq_agreement() -> list[tuple[str, int, int]]:
+# The LPQ sets compile the fused loop for 10 shapes, more than torch.compile keeps per
+# function by default (8); lpq would run the last ones eagerly.
+torch._dynamo.config.recompile_limit = 16
+
+
+def lpq_agreement() -> list[tuple[str, int, int, int, int, int]]:
     weights = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
     photos = [np.round(p @ weights).astype(np.uint8) for p in load_sample_images().images]
     digits = np.round(load_digits().images * 255 / 16).astype(np.uint8)
@@ -83,15 +90,18 @@ def lpq_agreement() -> list[tuple[str, int, int]]:
     for name, images in sets.items():
         for n, decorrelate in [(3, True), (7, True), (7, False)]:
             exact = not name.startswith("random float")
-            codes = lpq(torch.from_numpy(images), n, decorrelate, mode="im").numpy()
-            equal = noisy = 0
-            for image, ours in zip(images, codes, strict=True):
+            batch = torch.from_numpy(images)
+            codes = lpq(batch, n, decorrelate, mode="im").numpy()
+            fused = lpq(batch, n, decorrelate, mode="im", compile=True).numpy()
+            equal = equal_fused = noisy = 0
+            for image, ours, ours_fused in zip(images, codes, fused, strict=True):
                 reference = lpq_reference(image, n, decorrelate, exact=exact)[0]
                 equal += int(np.array_equal(reference, ours))
+                equal_fused += int(np.array_equal(reference, ours_fused))
                 rounded = lpq_reference(image, n, decorrelate, exact=False)[0]
                 noisy += int((rounded != reference).sum())
             label = f"{name}, n={n}, decorrelate={decorrelate}"
-            rows.append((label, equal, len(images), noisy, codes.size))
+            rows.append((label, equal, equal_fused, len(images), noisy, codes.size))
     return rows
 
 
@@ -106,10 +116,11 @@ def main() -> None:
     for (kernel, path), ok in gradchecks().items():
         print(f"gradcheck {'×'.join(map(str, kernel))} {path}: {'pass' if ok else 'FAIL'}")
     print()
-    print("| LPQ test set | images with identical codes | codes at exact ties |")
-    print("|---|---|---|")
-    for name, equal, total, noisy, pixels in lpq_agreement():
-        print(f"| {name} | {equal} / {total} | {noisy:,} of {pixels:,} |")
+    columns = ["LPQ test set", "images with identical codes", "the same, compile=True"]
+    print("| " + " | ".join([*columns, "codes at exact ties"]) + " |")
+    print("|---|---|---|---|")
+    for name, equal, equal_fused, total, noisy, pixels in lpq_agreement():
+        print(f"| {name} | {equal} / {total} | {equal_fused} / {total} | {noisy:,} of {pixels:,} |")
 
 
 if __name__ == "__main__":

@@ -242,6 +242,25 @@ def test_int8_images_of_their_most_negative_value():
     np.testing.assert_array_equal(lpq(torch.from_numpy(images), 5, False, mode="im"), codes_ref)
 
 
+def test_compiled_pass_falls_back_to_eager_when_torch_compile_has_no_room(monkeypatch):
+    lpq_fused = importlib.import_module("dwstft.lpq_fused")
+    # One other shape compiled already, and room for one in all.
+    monkeypatch.setattr(lpq_fused, "_compiled_shapes", {("another shape",)})
+    monkeypatch.setattr(lpq_fused, "shape_limit", lambda: 1)
+
+    def refuse(*args):
+        raise AssertionError("compiled a shape beyond the limit")
+
+    monkeypatch.setattr(lpq_fused, "fused_codes", refuse)
+    images = torch.randint(0, 256, (2, 12, 13), dtype=torch.uint8)
+    with pytest.warns(UserWarning, match=r"limit of 1 compiled shapes .* runs the eager pass"):
+        codes = lpq(images, 5, mode="im", compile=True)
+    torch.testing.assert_close(codes, lpq(images, 5, mode="im"), rtol=0, atol=0)
+    assert lpq_fused._compiled_shapes == {("another shape",)}
+    monkeypatch.setattr(lpq_fused, "shape_limit", lambda: 2)
+    assert lpq_fused.has_room(images, 5, torch.float32)
+
+
 def test_input_forms_and_dtypes_agree():
     rng = np.random.default_rng(4)
     images = rng.integers(0, 256, (3, 20, 18)).astype(np.uint8)

@@ -34,13 +34,14 @@ With ``compile=True`` the fast pass is one ``torch.compile``d loop instead
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
+from dwstft import lpq_fused
 from dwstft.basis import stft_basis
-from dwstft.lpq_fused import fused_codes, separable_lpq_filters
 
 MODES = ("nh", "h", "im")
 #: The reference's almost-unit diagonal, "to avoid multiple eigenvalues".
@@ -151,7 +152,7 @@ def _separable_operators(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``separable_lpq_filters`` of the operators above, float64 on the CPU."""
     transform = _lpq_operators(window_size, decorrelate, rho)[1]
-    return separable_lpq_filters(window_size, transform, REFERENCE_ORDER)
+    return lpq_fused.separable_lpq_filters(window_size, transform, REFERENCE_ORDER)
 
 
 def lpq_operators(
@@ -359,6 +360,16 @@ def lpq(
     # max|x| per image, from the extremes in float64 (abs of int8's -128 would overflow).
     flat = images.reshape(len(images), -1)
     peak = torch.maximum(flat.amax(1).to(torch.float64), -flat.amin(1).to(torch.float64))
+    if compile and not lpq_fused.has_room(images, window_size, dtype):
+        warnings.warn(
+            "lpq(compile=True): torch.compile's limit of "
+            f"{lpq_fused.shape_limit()} compiled shapes per function is "
+            "reached in this process (one per image size, window size and dtype); this "
+            "call runs the eager pass, with the same codes. Raise "
+            "torch._dynamo.config.recompile_limit to compile more.",
+            stacklevel=2,
+        )
+        compile = False
     if compile:
         horizontal, vertical = (
             t.to(device=device, dtype=dtype)
@@ -366,7 +377,7 @@ def lpq(
         )
         # The fused loop's rounding bound (dwstft.lpq_fused), with the same two spare u.
         bound = ((4 * window_size + 6) * unit * peak).to(dtype)
-        codes = fused_codes(images, horizontal, vertical, bound)  # 256 k + code, < 0 in doubt
+        codes = lpq_fused.fused_codes(images, horizontal, vertical, bound)  # < 0: in doubt
         unsure = codes < 0
     else:
         # Each filter divided by its l1 norm: the signs do not change, and one rounding

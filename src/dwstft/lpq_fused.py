@@ -36,6 +36,9 @@ from dwstft.basis import separable_filters
 _CHUNK_BYTES = 4 << 20
 #: Images per call: 256 × image index + code must fit an int32.
 MAX_IMAGES = (2**31 - 1) // 256
+#: The chunk shapes compiled in this process: torch.compile keeps at most
+#: ``torch._dynamo.config.recompile_limit`` per function and runs the rest uncompiled.
+_compiled_shapes: set[tuple[object, ...]] = set()
 
 
 def separable_lpq_filters(
@@ -108,6 +111,34 @@ def _codes_and_doubt(
     out.copy_(torch.where(doubt, -1 - value, value))
 
 
+def _chunk_size(images: torch.Tensor, window_size: int, dtype: torch.dtype) -> int:
+    """Images per compiled call: their horizontal passes fill ``_CHUNK_BYTES``."""
+    batch, height, width = images.shape
+    per_image = 3 * height * (width - window_size + 1) * torch.finfo(dtype).bits // 8
+    return min(batch, max(1, _CHUNK_BYTES // per_image))
+
+
+def _shape_key(images: torch.Tensor, window_size: int, dtype: torch.dtype) -> tuple[object, ...]:
+    """What the compiled loop specialises on: chunk shape, window, dtypes, device."""
+    step = _chunk_size(images, window_size, dtype)
+    return (step, *images.shape[1:], window_size, images.dtype, dtype, images.device.type)
+
+
+def shape_limit() -> int:
+    """torch.compile's limit of compiled variants per function (``recompile_limit``)."""
+    import torch._dynamo.config  # imported on demand: about a second
+
+    return torch._dynamo.config.recompile_limit
+
+
+def has_room(images: torch.Tensor, window_size: int, dtype: torch.dtype) -> bool:
+    """Whether ``fused_codes`` of these images runs compiled: their shape is compiled
+    already, or torch.compile's per-function limit leaves room for one more."""
+    if _shape_key(images, window_size, dtype) in _compiled_shapes:
+        return True
+    return len(_compiled_shapes) < shape_limit()
+
+
 @lru_cache(maxsize=1)
 def _compiled() -> Callable[..., None]:
     """``torch.compile`` of the fused loop, made on first use (importing dynamo costs about
@@ -140,23 +171,26 @@ def fused_codes(
             f"codes carry 256 × the image index), got {batch:,}; split the batch"
         )
     n = horizontal.shape[1]
-    step = max(1, _CHUNK_BYTES // (3 * height * (width - n + 1) * horizontal.element_size()))
-    step = min(step, batch)
+    step = _chunk_size(images, n, horizontal.dtype)
+    _compiled_shapes.add(_shape_key(images, n, horizontal.dtype))
     bases = 256 * torch.arange(batch, dtype=torch.int32, device=images.device)[:, None, None]
     result = images.new_empty(batch, height - n + 1, width - n + 1, dtype=torch.int32)
-    for first in range(0, batch, step):
-        chunk = images[first : first + step]
-        limits = bound[first : first + step, None, None]
-        base = bases[first : first + step]
-        if len(chunk) == step:
-            _compiled()(chunk, horizontal, vertical, limits, base, result[first : first + step])
-            continue
-        # The last chunk, padded to the compiled shape.
-        missing = step - len(chunk)
-        chunk = torch.cat([chunk, chunk.new_zeros(missing, height, width)])
-        limits = torch.cat([limits, limits.new_zeros(missing, 1, 1)])
-        base = torch.cat([base, base.new_zeros(missing, 1, 1)])
-        scratch = torch.empty_like(result[:step])
-        _compiled()(chunk, horizontal, vertical, limits, base, scratch)
-        result[first:] = scratch[: step - missing]
+    # Grad mode is part of what torch.compile specialises on: one mode, one compilation.
+    with torch.no_grad():
+        for first in range(0, batch, step):
+            chunk = images[first : first + step]
+            limits = bound[first : first + step, None, None]
+            base = bases[first : first + step]
+            if len(chunk) == step:
+                out = result[first : first + step]
+                _compiled()(chunk, horizontal, vertical, limits, base, out)
+                continue
+            # The last chunk, padded to the compiled shape.
+            missing = step - len(chunk)
+            chunk = torch.cat([chunk, chunk.new_zeros(missing, height, width)])
+            limits = torch.cat([limits, limits.new_zeros(missing, 1, 1)])
+            base = torch.cat([base, base.new_zeros(missing, 1, 1)])
+            scratch = torch.empty_like(result[:step])
+            _compiled()(chunk, horizontal, vertical, limits, base, scratch)
+            result[first:] = scratch[: step - missing]
     return result
