@@ -382,3 +382,236 @@ def test_the_augmentation_flips_only_where_allowed(tmp_path, recipe, hflip):
 
     augmentation = _augmentation(tiny_config(tmp_path, recipe=recipe), hflip)
     assert augmentation.hflip is hflip
+
+
+# --- Ctrl-C at the edges of an epoch, the curves' throttle and absence, restore messages,
+# --- the seed's reach, the progress bar (gaps left by mutation testing; docs/testing.md)
+
+
+def interrupt_first_save_of_epoch(monkeypatch, epoch: int) -> None:
+    """Ctrl-C at the call that would write the run folder after ``epoch`` completed epochs:
+    the epoch is over and counted, nothing of it is written yet."""
+    from dwstft.train import loop
+
+    real, raised = loop._persist, []
+
+    def persist(run, new_best=False):
+        if run.epoch == epoch and not raised:
+            raised.append(True)
+            raise KeyboardInterrupt
+        return real(run, new_best=new_best)
+
+    monkeypatch.setattr(loop, "_persist", persist)
+
+
+def record_curves(monkeypatch) -> list[list[int]]:
+    """Replace the curve rendering by a record of the epochs each drawing would show."""
+    drawn: list[list[int]] = []
+
+    def plot_curves(runs, path, title):
+        ((history,),) = [list(runs.values())]
+        drawn.append([r["epoch"] for r in history])
+
+    monkeypatch.setattr("dwstft.viz.plot_curves", plot_curves)
+    return drawn
+
+
+def test_ctrl_c_before_an_epochs_save_still_writes_its_best_weights(tmp_path, monkeypatch):
+    interrupt_first_save_of_epoch(monkeypatch, epoch=1)
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny_config(tmp_path))
+    assert info.value.epoch == 1
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 1 and [r["epoch"] for r in read_history(tmp_path)] == [1]
+    # epoch 1 is the first, so the best: its weights are those of last.pt
+    with safe_open(str(tmp_path / "best.safetensors"), framework="pt") as f:
+        assert f.metadata()["epoch"] == "1"
+        weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    assert weights.keys() == state["model"].keys()
+    assert all(torch.equal(weights[k], v) for k, v in state["model"].items())
+
+
+class InterruptedAppend(list):
+    """A history list that is interrupted right after its ``at``-th record is appended."""
+
+    at = 0
+
+    def append(self, item):
+        super().append(item)
+        if len(self) == self.at:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_before_an_epoch_is_counted_draws_only_the_saved_epochs(tmp_path, monkeypatch):
+    # Ctrl-C lands after epoch 2's record joined the history but before the epoch was
+    # counted: epoch 2 is lost, and neither the files nor the curves may show it
+    from dwstft.train import loop
+
+    drawn = record_curves(monkeypatch)
+    real = loop._run_epoch
+
+    def run_epoch(run):
+        if type(run.history) is not InterruptedAppend:
+            run.history = InterruptedAppend(run.history)
+            run.history.at = 2
+        return real(run)
+
+    monkeypatch.setattr(loop, "_run_epoch", run_epoch)
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny_config(tmp_path))
+    assert info.value.epoch == 1 and load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert [r["epoch"] for r in read_history(tmp_path)] == [1]
+    assert drawn and all(epochs == [1] for epochs in drawn)
+
+
+def test_curves_are_redrawn_at_most_every_30_seconds(tmp_path, monkeypatch):
+    # loop.CURVES_EVERY_S: a rendering costs ~0.2 s, so a run of short epochs draws the
+    # curves when 30 s (by the monotonic clock) have passed since the last one, and at the end
+    import time as real_time
+    from types import SimpleNamespace
+
+    from dwstft.train import loop
+
+    drawn = record_curves(monkeypatch)
+    now = [0.0]
+    ends = {1: 1000.0, 2: 1029.9, 3: 1030.0, 4: 1059.9}  # clock when epoch k is over
+    monkeypatch.setattr(
+        loop, "time", SimpleNamespace(monotonic=lambda: now[0], perf_counter=real_time.perf_counter)
+    )
+    real = loop._run_epoch
+
+    def run_epoch(run):
+        record = real(run)
+        now[0] = ends[record["epoch"]]
+        return record
+
+    monkeypatch.setattr(loop, "_run_epoch", run_epoch)
+    train(tiny_config(tmp_path, epochs=4, recipe="fast"))
+    # epoch 1: never drawn before; 2: 29.9 s after; 3: 30.0 s after; 4: 29.9 s after; the end
+    assert drawn == [[1], [1, 2, 3], [1, 2, 3, 4]]
+
+
+def hide_matplotlib(monkeypatch) -> None:
+    """Make ``import matplotlib`` fail as if it were not installed, and ``dwstft.viz``
+    (which imports it) be imported afresh."""
+    import sys
+
+    for name in list(sys.modules):
+        if name in ("matplotlib", "dwstft.viz") or name.startswith("matplotlib."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+
+
+def test_without_matplotlib_the_run_says_once_that_curves_are_skipped(
+    tmp_path, monkeypatch, capsys
+):
+    hide_matplotlib(monkeypatch)
+    with pytest.raises(ImportError):
+        import dwstft.viz  # noqa: F401
+    result = train(tiny_config(tmp_path, epochs=3))
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert [r["epoch"] for r in read_history(tmp_path)] == [1, 2, 3]
+    assert not (tmp_path / "curves.png").exists()
+    note = (
+        "note: curves.png is not drawn: matplotlib is not installed (pip install "
+        "'dwstft[viz]'); metrics.jsonl and summary.csv hold the numbers"
+    )
+    assert capsys.readouterr().err.count(note) == 1
+
+
+def saved_state(finished_run) -> dict:
+    return load_checkpoint(finished_run.run_dir / "last.pt")
+
+
+def resume_from(tmp_path, state: dict) -> str:
+    from dwstft.train import save_checkpoint
+
+    path = tmp_path / "copy" / "last.pt"
+    path.parent.mkdir()
+    save_checkpoint(path, {k: v for k, v in state.items() if k != "format"})
+    return str(path)
+
+
+def refusal(path: str, detail: str) -> str:
+    return (
+        f"checkpoint {path!r} does not fit model {TINY!r} ({detail}); it was saved from "
+        "another model or is damaged"
+    )
+
+
+def test_resuming_weights_of_another_shape_names_the_first_two_lines(finished_run, tmp_path):
+    from dwstft.errors import CheckpointError
+
+    other = TinyNet(num_classes=5, in_chans=3).state_dict()  # 3 channels in, 5 classes out
+    with pytest.raises(RuntimeError) as torch_error:
+        TinyNet(in_chans=1).load_state_dict(other)
+    lines = [line.strip() for line in str(torch_error.value).strip().splitlines()]
+    assert len(lines) == 4  # torch's heading, then one line per mismatched tensor
+    path = resume_from(tmp_path, {**saved_state(finished_run), "model": other})
+    with pytest.raises(CheckpointError) as caught:
+        train(resolve_config(resume=path, device="cpu"))
+    assert str(caught.value) == refusal(path, f"{lines[0]}; {lines[1]}")
+
+
+def test_resuming_a_one_line_optimizer_mismatch_quotes_that_line(finished_run, tmp_path):
+    from dwstft.errors import CheckpointError
+    from dwstft.train import build_optimizer
+
+    state = saved_state(finished_run)
+    group = state["optimizer"]["param_groups"][0]
+    group["params"] = group["params"][:-1]  # one parameter short
+    config = tiny_config(tmp_path / "unused")
+    with pytest.raises(ValueError) as torch_error:
+        model = TinyNet()
+        build_optimizer(model, config).load_state_dict(state["optimizer"])
+    (line,) = str(torch_error.value).strip().splitlines()
+    path = resume_from(tmp_path, state)
+    with pytest.raises(CheckpointError) as caught:
+        train(resolve_config(resume=path, device="cpu"))
+    assert str(caught.value) == refusal(path, line)
+
+
+def test_a_load_error_without_a_message_is_named_by_its_type(finished_run, tmp_path, monkeypatch):
+    from dwstft.errors import CheckpointError
+
+    def load_state_dict(self, *args, **kwargs):
+        raise RuntimeError
+
+    path = resume_from(tmp_path, saved_state(finished_run))
+    monkeypatch.setattr(TinyNet, "load_state_dict", load_state_dict)
+    with pytest.raises(CheckpointError) as caught:
+        train(resolve_config(resume=path, device="cpu"))
+    assert str(caught.value) == refusal(path, "RuntimeError")
+
+
+def first_training_batch(tmp_path, monkeypatch, seed: int) -> torch.Tensor:
+    """The images of the first training batch of a run with ``seed`` (no augmentation,
+    so only the shuffle decides them); the run is stopped right there."""
+    batch = []
+
+    def forward(self, x):
+        batch.append(x.detach().clone())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TinyNet, "forward", forward)
+    output = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+    config = tiny_config(output, seed=seed, max_shift=0.0, max_rotation=0.0)
+    with pytest.raises(TrainingInterrupted):
+        train(config)
+    return batch[0]
+
+
+def test_the_seed_decides_the_training_order(tmp_path, monkeypatch):
+    one = first_training_batch(tmp_path, monkeypatch, seed=1)
+    assert torch.equal(one, first_training_batch(tmp_path, monkeypatch, seed=1))
+    assert not torch.equal(one, first_training_batch(tmp_path, monkeypatch, seed=2))
+
+
+def test_the_progress_bar_counts_images_per_epoch(tmp_path, capsys):
+    train(tiny_config(tmp_path, epochs=2))
+    err = capsys.readouterr().err
+    # 22 steps of 64 = 1,408 images, shown scaled; the bar opens at zero for each epoch
+    for epoch in (1, 2):
+        assert re.search(
+            rf"epoch {epoch}/2:\s+0%\|\s*\| 0\.00/1\.41k \[00:00<\?, \?img/s\]", err
+        ), err[:300]
