@@ -343,7 +343,7 @@ def lpq(
         mode: ``"nh"`` normalised histogram, ``"h"`` histogram (counts), ``"im"`` codes.
         compile: compute the fast pass with one loop compiled by ``torch.compile``
             (``dwstft.lpq_fused``): the same codes, about 2.3× faster on a CPU, after one
-            compilation per image size and window size in each process (12.5 s cold,
+            compilation per image size and window size in each process (12 s cold,
             3 s from Inductor's disk cache, on 2 cores; Inductor needs a C++ compiler on
             the CPU). At most ``lpq_fused.MAX_IMAGES`` (8,388,607) images per call.
 
