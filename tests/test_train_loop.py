@@ -615,3 +615,75 @@ def test_the_progress_bar_counts_images_per_epoch(tmp_path, capsys):
         assert re.search(
             rf"epoch {epoch}/2:\s+0%\|\s*\| 0\.00/1\.41k \[00:00<\?, \?img/s\]", err
         ), err[:300]
+
+
+def test_a_diverged_run_stops_at_the_next_check(tmp_path, monkeypatch):
+    # the loss is checked every loop.SYNC_EVERY = 10 steps (and at an epoch's end), not
+    # only when the epoch is over: NaN from epoch 2's step 5 stops the run after step 10
+    forwards = []
+    nan_from = DIGITS_TRAIN_STEPS_64 + 4
+    poison = after_calls(nan_from, lambda m, z: z * math.nan)
+
+    def count(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+        forwards.append(True)
+        return poison(model, logits)
+
+    monkeypatch.setattr(TinyNet, "on_forward", count)
+    with pytest.raises(NonFiniteLossError) as info:
+        train(tiny_config(tmp_path))
+    assert (info.value.epoch, info.value.step) == (2, 5)
+    assert len(forwards) == DIGITS_TRAIN_STEPS_64 + 10
+
+
+@pytest.mark.parametrize(
+    ("amp_dtype", "dtype"), [(None, torch.bfloat16), ("float16", torch.float16)]
+)
+def test_amp_on_the_cpu_evaluates_under_autocast_too(tmp_path, monkeypatch, amp_dtype, dtype):
+    seen = set()
+    original = TinyNet.forward
+
+    def forward(self, x):
+        logits = original(self, x)
+        seen.add((self.training, logits.dtype, torch.is_autocast_enabled("cpu")))
+        return logits
+
+    monkeypatch.setattr(TinyNet, "forward", forward)
+    train(tiny_config(tmp_path, epochs=1, amp=True, amp_dtype=amp_dtype))
+    assert seen == {(True, dtype, True), (False, dtype, True)}
+
+
+def test_channels_last_reaches_training_and_evaluation(tmp_path, monkeypatch):
+    # digits have one channel, for which NCHW is already channels-last: give them three
+    import dataclasses
+
+    from dwstft.data import datasets
+    from dwstft.train import loop
+
+    real = loop.load_dataset
+
+    def three_channel_digits(name, data_dir=None):
+        splits = real(name, data_dir)
+        images = {
+            split: torch.cat([x, 255 - x, x // 2], 1)
+            for split, x in [
+                ("train_images", splits.train_images),
+                ("test_images", splits.test_images),
+            ]
+        }
+        mean, std = datasets.channel_stats(images["train_images"])
+        return dataclasses.replace(splits, **images, mean=mean, std=std)
+
+    seen = set()
+    original = TinyNet.forward
+
+    def forward(self, x):
+        assert x.shape[1] == 3
+        seen.add(
+            (self.training, x.is_contiguous(memory_format=torch.channels_last), x.is_contiguous())
+        )
+        return original(self, x)
+
+    monkeypatch.setattr(loop, "load_dataset", three_channel_digits)
+    monkeypatch.setattr(TinyNet, "forward", forward)
+    train(tiny_config(tmp_path, epochs=1, channels_last=True))
+    assert seen == {(True, True, False), (False, True, False)}
