@@ -539,18 +539,26 @@ def refusal(path: str, detail: str) -> str:
     )
 
 
-def test_resuming_weights_of_another_shape_names_the_first_two_lines(finished_run, tmp_path):
+@pytest.mark.parametrize(
+    ("other", "lines"),
+    [
+        (TinyNet(in_chans=3), 2),  # torch's heading, then the first convolution
+        (TinyNet(num_classes=5, in_chans=3), 4),  # ... and the head's weight and bias
+    ],
+)
+def test_resuming_weights_of_another_shape_names_the_first_two_lines(
+    finished_run, tmp_path, other, lines
+):
     from dwstft.errors import CheckpointError
 
-    other = TinyNet(num_classes=5, in_chans=3).state_dict()  # 3 channels in, 5 classes out
     with pytest.raises(RuntimeError) as torch_error:
-        TinyNet(in_chans=1).load_state_dict(other)
-    lines = [line.strip() for line in str(torch_error.value).strip().splitlines()]
-    assert len(lines) == 4  # torch's heading, then one line per mismatched tensor
-    path = resume_from(tmp_path, {**saved_state(finished_run), "model": other})
+        TinyNet(in_chans=1).load_state_dict(other.state_dict())
+    torch_lines = [line.strip() for line in str(torch_error.value).strip().splitlines()]
+    assert len(torch_lines) == lines
+    path = resume_from(tmp_path, {**saved_state(finished_run), "model": other.state_dict()})
     with pytest.raises(CheckpointError) as caught:
         train(resolve_config(resume=path, device="cpu"))
-    assert str(caught.value) == refusal(path, f"{lines[0]}; {lines[1]}")
+    assert str(caught.value) == refusal(path, f"{torch_lines[0]}; {torch_lines[1]}")
 
 
 def test_resuming_a_one_line_optimizer_mismatch_quotes_that_line(finished_run, tmp_path):
@@ -687,3 +695,68 @@ def test_channels_last_reaches_training_and_evaluation(tmp_path, monkeypatch):
     monkeypatch.setattr(TinyNet, "forward", forward)
     train(tiny_config(tmp_path, epochs=1, channels_last=True))
     assert seen == {(True, True, False), (False, True, False)}
+
+
+@pytest.mark.parametrize("padding", [0, 3])
+def test_the_crop_padding_reaches_the_augmentation(tmp_path, padding):
+    from dwstft.train.loop import _augmentation
+
+    config = tiny_config(tmp_path, recipe="baseline", crop_padding=padding)
+    assert _augmentation(config, hflip=False).padding == padding
+
+
+def test_the_data_dir_reaches_the_dataset(tmp_path, monkeypatch):
+    from dwstft.train import loop
+
+    asked = []
+    real = loop.load_dataset
+
+    def load_dataset(*args, **kwargs):
+        asked.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "load_dataset", load_dataset)
+    data_dir = tmp_path / "data"
+    train(tiny_config(tmp_path / "run", epochs=1, data_dir=str(data_dir)))
+    (call,) = asked
+    named = dict(zip(("name", "data_dir"), call[0], strict=False)) | call[1]
+    assert named == {"name": "digits", "data_dir": str(data_dir)}
+
+
+def test_config_json_is_indented_for_reading(tmp_path):
+    train(tiny_config(tmp_path, epochs=1))
+    text = (tmp_path / "config.json").read_text()
+    saved = json.loads(text)
+    assert len(text.splitlines()) > len(saved)  # one field a line at least
+    assert text.startswith('{\n  "')  # two spaces deep
+
+
+def test_images_per_second_counts_training_time_only(tmp_path):
+    # the training part of an epoch takes less than the whole epoch (which also evaluates),
+    # so the training rate is above images / epoch seconds
+    result = train(tiny_config(tmp_path, epochs=2))
+    for record in result.history:
+        assert record["images_per_s"] * record["seconds"] > 1408  # 22 steps of 64
+
+
+def test_a_float16_run_resumes_its_loss_scaler(tmp_path, monkeypatch):
+    config = {"epochs": 2, "amp": True, "amp_dtype": "float16", "recipe": "fast"}
+    train(tiny_config(tmp_path / "whole", **config))
+    whole_state = load_checkpoint(tmp_path / "whole" / "last.pt")
+    monkeypatch.setattr(TinyNet, "on_forward", after_calls(DIGITS_TRAIN_STEPS_64 + 3, interrupt))
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(tmp_path / "cut", **config))
+    saved = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert saved["epoch"] == 1 and saved["scaler"]["scale"] > 0
+    # the resumed run must start from the saved scale, not a new scaler's 65,536
+    saved["scaler"]["scale"] = 1024.0
+    saved["scaler"]["_growth_tracker"] = 0
+    from dwstft.train import save_checkpoint
+
+    save_checkpoint(tmp_path / "cut" / "last.pt", {k: v for k, v in saved.items() if k != "format"})
+    monkeypatch.setattr(TinyNet, "on_forward", None)
+    resumed = train(resolve_config(resume=str(tmp_path / "cut" / "last.pt"), device="cpu"))
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    scale = load_checkpoint(tmp_path / "cut" / "last.pt")["scaler"]["scale"]
+    assert scale == 1024.0  # 22 finite steps: no growth (every 2,000), no back-off
+    assert whole_state["scaler"]["scale"] == 65536.0  # the same run, never interrupted
