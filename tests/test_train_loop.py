@@ -425,8 +425,10 @@ def test_ctrl_c_before_an_epochs_save_still_writes_its_best_weights(tmp_path, mo
     assert state["epoch"] == 1 and [r["epoch"] for r in read_history(tmp_path)] == [1]
     # epoch 1 is the first, so the best: its weights are those of last.pt
     with safe_open(str(tmp_path / "best.safetensors"), framework="pt") as f:
-        assert f.metadata()["epoch"] == "1"
+        meta = f.metadata()
         weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    assert meta["epoch"] == "1" and meta["model"] == TINY and meta["dataset"] == "digits"
+    assert float(meta["test_acc"]) == state["history"][0]["test_acc"] == state["best"]["test_acc"]
     assert weights.keys() == state["model"].keys()
     assert all(torch.equal(weights[k], v) for k, v in state["model"].items())
 
@@ -592,7 +594,7 @@ def test_a_load_error_without_a_message_is_named_by_its_type(finished_run, tmp_p
     assert str(caught.value) == refusal(path, "RuntimeError")
 
 
-def first_training_batch(tmp_path, monkeypatch, seed: int) -> torch.Tensor:
+def first_training_batch(tmp_path, monkeypatch, seed: int, **overrides) -> torch.Tensor:
     """The images of the first training batch of a run with ``seed`` (no augmentation,
     so only the shuffle decides them); the run is stopped right there."""
     batch = []
@@ -603,7 +605,7 @@ def first_training_batch(tmp_path, monkeypatch, seed: int) -> torch.Tensor:
 
     monkeypatch.setattr(TinyNet, "forward", forward)
     output = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
-    config = tiny_config(output, seed=seed, max_shift=0.0, max_rotation=0.0)
+    config = tiny_config(output, seed=seed, max_shift=0.0, max_rotation=0.0, **overrides)
     with pytest.raises(TrainingInterrupted):
         train(config)
     return batch[0]
@@ -760,3 +762,27 @@ def test_a_float16_run_resumes_its_loss_scaler(tmp_path, monkeypatch):
     scale = load_checkpoint(tmp_path / "cut" / "last.pt")["scaler"]["scale"]
     assert scale == 1024.0  # 22 finite steps: no growth (every 2,000), no back-off
     assert whole_state["scaler"]["scale"] == 65536.0  # the same run, never interrupted
+
+
+def test_given_normalisation_replaces_the_datasets(tmp_path, monkeypatch):
+    from dwstft.data import load_dataset
+
+    digits = load_dataset("digits")
+    default = first_training_batch(tmp_path, monkeypatch, seed=1)
+    given = first_training_batch(tmp_path, monkeypatch, seed=1, norm_mean=[0.5], norm_std=[0.25])
+    # both are the same pixels in [0, 1], normalised two ways
+    pixels = default * digits.std[0] + digits.mean[0]
+    assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6 and pixels.max() > 0.9
+    torch.testing.assert_close(given, (pixels - 0.5) / 0.25, atol=1e-5, rtol=0)
+
+
+def test_a_batch_larger_than_the_training_split_is_refused_whole(tmp_path):
+    from dwstft.train import RunSetupError
+
+    config = tiny_config(tmp_path, batch_size=2048, final_batch_size=1024)
+    message = (
+        "batch size 2048 exceeds the 1437 training samples, so drop_last leaves no batch; "
+        "lower --batch-size/--final-batch-size"
+    )
+    with pytest.raises(RunSetupError, match="^" + re.escape(message) + "$"):
+        train(config)
