@@ -15,8 +15,9 @@ Rounding: horizontal pass m errs by at most (γ_n + 2u) A_m max|x| (A_m = Σ|h_m
 roundoff, γ_k = ku / (1 - ku); 2u for rounding its weights and the pixels); the vertical
 pass adds γ_{3n} Σ|v||h̃| and u Σ|v||h̃| for its own weights, in all at most
 (4n + 3 + O(nu)) u S_i max|x| with S_i = Σ_{m,t} |v_i[m, t]| A_m, whatever the order of
-the sums and whether a multiply-add rounds once (FMA) or twice. Each output's weights are divided by S_i, so one bound ``(4n + 6) u max|x|``
-holds for all eight (the spare u cover the O(nu) terms and rounding the bound itself).
+the sums and whether a multiply-add rounds once (FMA) or twice. Each output's weights are
+divided by S_i, so one bound ``(4n + 6) u max|x|`` holds for all eight (the spare u cover
+the O(nu) terms and rounding the bound itself).
 
 Each distinct chunk shape (images per chunk, height, width, n) compiles once per process
 (12 s cold on 2 CPU cores, 3 s from Inductor's on-disk cache); chunks are padded to one
