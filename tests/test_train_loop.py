@@ -786,3 +786,98 @@ def test_a_batch_larger_than_the_training_split_is_refused_whole(tmp_path):
     )
     with pytest.raises(RunSetupError, match="^" + re.escape(message) + "$"):
         train(config)
+
+
+# --- sample G of loop.py's mutants: the CUDA-graph refusal's text, the dropout stream's
+# --- seed, the progress bar's count and leave flag, the crop-flip-rotate angle
+
+
+def test_a_cuda_graph_mode_on_the_cpu_is_refused_whole(tmp_path):
+    from dwstft.train import RunSetupError
+
+    config = tiny_config(tmp_path, compile=True, compile_mode="reduce-overhead")
+    message = (
+        "--compile-mode reduce-overhead (--cuda-graphs) replays CUDA graphs and needs a CUDA "
+        "device, but the run is on cpu; drop it on the CPU"
+    )
+    with pytest.raises(RunSetupError, match="^" + re.escape(message) + "$"):
+        train(config)
+
+
+def global_rng_draws(tmp_path, monkeypatch, seed: int) -> list[float]:
+    """The first global-RNG draw of each of 2 epochs' training forwards, as a model with
+    dropout would make it (the registered models have none, so a forward stands in)."""
+    draws: list[list[float]] = []
+    original = TinyNet.forward
+
+    def forward(self, x):
+        if self.training:
+            draws[-1].append(torch.rand(1).item())
+        return original(self, x)
+
+    from dwstft.train import loop
+
+    run_epoch = loop._run_epoch
+
+    def counted_run_epoch(run):
+        draws.append([])
+        return run_epoch(run)
+
+    monkeypatch.setattr(TinyNet, "forward", forward)
+    monkeypatch.setattr(loop, "_run_epoch", counted_run_epoch)
+    train(tiny_config(tmp_path / f"run{len(list(tmp_path.iterdir()))}", seed=seed, epochs=2))
+    assert len(draws) == 2 and all(draws)
+    return [epoch[0] for epoch in draws]
+
+
+def test_the_dropout_stream_follows_the_seed_and_the_epoch(tmp_path, monkeypatch):
+    one = global_rng_draws(tmp_path, monkeypatch, seed=1)
+    assert one[0] != one[1]  # each epoch draws afresh
+    assert one == global_rng_draws(tmp_path, monkeypatch, seed=1)
+    other = global_rng_draws(tmp_path, monkeypatch, seed=2)
+    assert other[0] != one[0] and other[1] != one[1]
+
+
+def recording_bars(monkeypatch) -> list:
+    """Swap the loop's tqdm for a subclass that keeps every bar, its kwargs and updates."""
+    from tqdm import tqdm
+
+    from dwstft.train import loop
+
+    bars = []
+
+    class RecordingBar(tqdm):
+        def __init__(self, *args, **kwargs):
+            self.kwargs, self.updates = kwargs, []
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+        def update(self, n=1):
+            self.updates.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(loop, "tqdm", RecordingBar)
+    return bars
+
+
+def test_the_progress_bar_ends_at_the_epochs_images(tmp_path, monkeypatch):
+    bars = recording_bars(monkeypatch)
+    train(tiny_config(tmp_path, epochs=2))
+    # reported every 10 steps: 22 steps of 64, then 11 steps of 128 (the paper schedule)
+    assert [bar.updates for bar in bars] == [[640, 640, 128], [1280, 128]]
+    assert [bar.n for bar in bars] == [bar.total for bar in bars] == [1408, 1408]
+
+
+def test_the_epoch_bars_leave_no_line_behind(tmp_path, monkeypatch):
+    # One bar left on screen per epoch would flood the terminal; the epoch lines say it all.
+    bars = recording_bars(monkeypatch)
+    train(tiny_config(tmp_path, epochs=1))
+    assert [bar.kwargs["leave"] for bar in bars] == [False]
+
+
+@pytest.mark.parametrize("recipe", ["paper", "baseline"])
+def test_the_max_rotation_reaches_the_augmentation(tmp_path, recipe):
+    from dwstft.train.loop import _augmentation
+
+    config = tiny_config(tmp_path, recipe=recipe, max_rotation=7.5)
+    assert _augmentation(config, hflip=False).max_rotation == 7.5
