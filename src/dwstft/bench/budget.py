@@ -74,10 +74,12 @@ def _step(model: torch.nn.Module, config: TrainConfig, batch: int, device: torch
     return step
 
 
-def _captured_step(model, config: TrainConfig, batch: int, device: torch.device, amp: bool):
+def _captured_step(
+    model: torch.nn.Module, config: TrainConfig, batch: int, device: torch.device, amp: bool
+):
     x, y = _random_batch(batch, device)
-    amp_dtype = torch.bfloat16 if amp else None
-    return capture_training_step(model, build_optimizer(model, config), x, y, amp_dtype)
+    optimizer = build_optimizer(model, config)
+    return capture_training_step(model, optimizer, x, y, amp, "bfloat16")
 
 
 def run_budget(

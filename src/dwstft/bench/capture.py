@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dwstft.train.evaluate import autocast
+
 #: Eager steps run on a side stream before capture, so that lazily created state (cuDNN
 #: plans, optimiser buffers, autograd's accumulators) exists when the graph is recorded.
 WARMUP_STEPS = 3
@@ -26,7 +28,8 @@ def capture_training_step(
     optimizer: torch.optim.Optimizer,
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    amp_dtype: torch.dtype | None = None,
+    amp: bool = False,
+    amp_dtype: str | None = None,
 ) -> CapturedStep:
     """Record ``zero_grad; cross_entropy(model(inputs), targets).backward(); step`` as one
     CUDA graph and return its replay, which returns the (static) loss tensor.
@@ -37,7 +40,7 @@ def capture_training_step(
     optimiser's state is zeroed in place (a fresh state for SGD, Adam and AdamW, whose first
     update from zero state equals their first update from none), so the first replay is the
     first training step. ``capturable`` is switched on for optimisers that have it. With
-    ``amp_dtype`` the forward and the loss run under autocast to that dtype.
+    ``amp`` the forward and the loss run under autocast (``amp_dtype``, as in training).
     """
     if not inputs.is_cuda:
         raise ValueError(f"CUDA graph capture needs CUDA tensors; inputs are on {inputs.device}")
@@ -47,7 +50,7 @@ def capture_training_step(
     snapshot = [t.detach().clone() for t in (*model.parameters(), *model.buffers())]
 
     def step() -> torch.Tensor:
-        with torch.autocast("cuda", amp_dtype or torch.float16, enabled=amp_dtype is not None):
+        with autocast(inputs.device, amp, amp_dtype):
             loss = F.cross_entropy(model(inputs), targets)
         loss.backward()
         optimizer.step()
