@@ -51,9 +51,14 @@ def test_tiny_run_with_the_compiled_pass():
         (["--window-size", "4"], "window_size must be an odd int >= 3"),
         (["--size", "600"], "at most 427"),
         (["--images", "0"], "must be an int >= 1"),
+        (["--device", "bogus"], "--device 'bogus' is not a device name"),
+        (["--output", "{file}/table.md"], "a-file' is a file, not a folder"),
     ],
 )
-def test_cli_errors_are_one_line(argv, message):
+def test_cli_errors_are_one_line(argv, message, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    argv = [arg.format(file=a_file) for arg in argv]
     proc = subprocess.run(
         [
             sys.executable,
@@ -75,3 +80,4 @@ def test_cli_errors_are_one_line(argv, message):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+    assert proc.stdout == ""  # refused before the benchmark ran

@@ -401,19 +401,20 @@ def _run_bench_layer(args: argparse.Namespace) -> int:
 
 
 def _run_bench_lpq(args: argparse.Namespace) -> int:
-    import torch
-
+    _check_outputs(args)
     from dwstft.bench.lpq import format_lpq_table, run_lpq_benchmark
+    from dwstft.device import resolve_device
 
+    device = resolve_device(args.device)
     result = run_lpq_benchmark(
         args.images,
         args.size,
         args.window_size,
         rounds=args.rounds,
-        device=args.device,
+        device=device,
         compile=args.compile,
     )
-    table = format_lpq_table(result, torch.device(args.device))
+    table = format_lpq_table(result, device)
     _emit(table, args.output)
     return 0
 
