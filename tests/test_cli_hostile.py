@@ -239,6 +239,23 @@ def test_eval_on_a_bogus_device(tmp_path, finished_run):
     assert_clean_error(proc, "eval", "'bogus'")
 
 
+@pytest.mark.parametrize(
+    "bench",
+    [
+        ["layer", "--rounds", "1"],
+        ["pipeline", "--rounds", "1"],
+        ["models", "--models", "mobilenetv2", "--rounds", "1"],
+        ["lpq", "--images", "1", "--no-compile"],
+        ["budget", "--models", "stftnet_b8_f128"],
+        ["compile", "stftnet_b8_f128"],
+    ],
+)
+def test_every_bench_refuses_a_bogus_device_before_running(tmp_path, bench):
+    proc = run("bench", *bench, "--device", "bogus", cwd=tmp_path)
+    assert_clean_error(proc, f"bench {bench[0]}", "--device 'bogus' is not a device name")
+    assert proc.stdout == ""
+
+
 # --- run folders: no silent data loss ---------------------------------------------------
 
 

@@ -258,7 +258,9 @@ def _run_bench_models(args: argparse.Namespace) -> int:
         run_models_benchmark,
         write_json,
     )
+    from dwstft.device import resolve_device
 
+    resolve_device(args.device)  # a clear refusal of a bad --device, before any work
     if args.profile:
         print(profile_training_step(args.profile, args.device))
         return 0
@@ -371,15 +373,15 @@ def _kernel_size(text: str) -> tuple[int, ...]:
 
 def _run_bench_layer(args: argparse.Namespace) -> int:
     _check_outputs(args)
-    import torch
-
     from dwstft.bench.layer import (
         BATCH_BY_DIMS,
         format_layer_table,
         layer_cases,
         run_layer_benchmark,
     )
+    from dwstft.device import resolve_device
 
+    device = resolve_device(args.device)
     batch = args.batch_size or BATCH_BY_DIMS[args.dims]
     shapes, kernel_sizes = layer_cases(args.dims, args.kernel_sizes)
     results = run_layer_benchmark(
@@ -387,16 +389,13 @@ def _run_bench_layer(args: argparse.Namespace) -> int:
         kernel_sizes,
         batch=batch,
         rounds=args.rounds,
-        device=args.device,
+        device=device,
         channels_last=args.channels_last,
         compile_auto=args.compile,
         dims=args.dims,
     )
-    table = format_layer_table(results, batch, torch.device(args.device), args.channels_last)
-    print(table)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(table + "\n")
+    table = format_layer_table(results, batch, device, args.channels_last)
+    _emit(table, args.output)
     return 0
 
 
@@ -428,8 +427,10 @@ def _run_bench_pipeline(args: argparse.Namespace) -> int:
         format_pipeline_table,
         run_pipeline_benchmark,
     )
+    from dwstft.device import resolve_device
     from dwstft.models import create_model
 
+    resolve_device(args.device)  # a clear refusal of a bad --device, before any work
     model = create_model(args.model, num_classes=10, in_chans=3)
     images, labels = fabricate_images(args.images)
     torch.manual_seed(0)
