@@ -1,9 +1,14 @@
 """int8 static quantization (dwstft.quantize) and ``dwstft export --quantize int8``."""
 
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 from safetensors.torch import save_file
 from torch import nn
 
@@ -52,12 +57,20 @@ def test_dataset_arrays_normalise_like_training(digits):
     assert np.abs(normalised_train - first).max(axis=1).min() < 1e-5
 
 
-def test_int8_model_stays_close_to_the_float_model(tmp_path, digits):
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory, digits):
+    """The tiny network's float and int8 ONNX files and its float logits on 64 test images."""
+    folder = tmp_path_factory.mktemp("int8")
     torch.manual_seed(0)
     model = trained_like(tiny(), digits.train_images)
-    float_path, int8_path = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    float_path, int8_path = folder / "float.onnx", folder / "int8.onnx"
     export_onnx(model, float_path, (1, 8, 8))
     quantize_int8(float_path, int8_path, digits.train_images)
+    return float_path, int8_path
+
+
+def test_int8_model_stays_close_to_the_float_model(int8_model, digits):
+    float_path, int8_path = int8_model
     ops = [n.op_type for n in onnx.load(str(int8_path)).graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     assert oct(int8_path.stat().st_mode & 0o777) == oct(float_path.stat().st_mode & 0o777)
@@ -68,6 +81,50 @@ def test_int8_model_stays_close_to_the_float_model(tmp_path, digits):
     scale = np.abs(expected).max()
     assert np.abs(got - expected).max() < 0.1 * scale  # 8-bit steps, not a broken graph
     assert (got.argmax(1) == expected.argmax(1)).mean() > 0.9
+
+
+def test_int8_weights_leave_headroom_against_int16_saturation(int8_model):
+    """Without VNNI, x86 kernels add two uint8 x int8 products in a saturating int16: the
+    weights must stay within [-64, 64] (2 * 255 * 64 < 32767) on every CPU."""
+    _, int8_path = int8_model
+    weights = [
+        numpy_helper.to_array(t)
+        for t in onnx.load(str(int8_path)).graph.initializer
+        if t.data_type == onnx.TensorProto.INT8
+    ]
+    assert len(weights) >= 10  # every convolution and the classifier
+    assert min(int(w.min()) for w in weights) >= -64
+    assert max(int(w.max()) for w in weights) <= 64
+    assert max(int(np.abs(w).max()) for w in weights) >= 60  # the range is used
+
+
+AVX2_ONLY_CPU = "Haswell"  # qemu's model of an x86 CPU with AVX2, no AVX-512, no VNNI
+_RUN_INT8 = """
+import sys, numpy as np, onnxruntime as ort
+options = ort.SessionOptions(); options.intra_op_num_threads = 1
+session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+np.save(sys.argv[3], session.run(None, {"input": np.load(sys.argv[2])})[0])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="needs qemu-x86_64 (qemu-user)")
+def test_int8_model_computes_the_same_on_an_avx2_only_cpu(tmp_path, int8_model, digits):
+    """onnxruntime picks its integer kernels by the CPU's instruction set; the int8 file must
+    compute the same on an AVX2-only CPU (emulated by qemu-user) as on this one."""
+    float_path, int8_path = int8_model
+    images = tmp_path / "images.npy"
+    np.save(images, digits.test_images[:64])
+    outputs = {}
+    for name, prefix in (("native", []), ("avx2", ["qemu-x86_64", "-cpu", AVX2_ONLY_CPU])):
+        out = tmp_path / f"{name}.npy"
+        argv = [*prefix, sys.executable, "-c", _RUN_INT8, str(int8_path), str(images), str(out)]
+        subprocess.run(argv, check=True, capture_output=True, timeout=600)
+        outputs[name] = np.load(out)
+    expected = create_session(float_path).run(None, {"input": digits.test_images[:64]})[0]
+    scale = np.abs(expected).max()
+    assert np.abs(outputs["avx2"] - expected).max() < 0.1 * scale
+    assert np.abs(outputs["avx2"] - outputs["native"]).max() <= 1e-5 * scale
 
 
 class StubSession:

@@ -2,12 +2,23 @@
 dataset's training split, and the accuracy of ONNX models on its test split.
 
 ``quantize_int8`` runs ``onnxruntime.quantization.quantize_static`` in QDQ format:
-weights int8 (per output channel by default), activations uint8 with ranges observed
-(min/max) on calibration images fed exactly as training feeds them (normalised with the
-training split's mean and std, native resolution). onnxruntime then runs each
-QuantizeLinear → DequantizeLinear → Conv group as an integer convolution. The float model
-to quantize must use standard operators (the "portable" deployment export): the
-onnxruntime-only FusedConv has no quantized kernel.
+weights int8 (per output channel by default) in 7 bits (``reduce_range``, below),
+activations uint8 with ranges observed (min/max) on calibration images fed exactly as
+training feeds them (normalised with the training split's mean and std, native
+resolution). onnxruntime then runs each QuantizeLinear → DequantizeLinear → Conv group as
+an integer convolution. The float model to quantize must use standard operators (the
+"portable" deployment export): the onnxruntime-only FusedConv has no quantized kernel.
+
+Why 7-bit weights: on x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) onnxruntime's
+uint8 x int8 kernels multiply with ``vpmaddubsw``, which adds two u8·s8 products into a
+saturating int16; with full-range weights (|w| <= 127) the sum reaches 2·255·127 = 64770
+and saturates at 32767. onnxruntime's documentation names ``reduce_range`` (weights in
+[-64, 64]: at most 2·255·64 = 32640) as the fix. VNNI CPUs (``vpdpbusd``, 32-bit sums)
+never saturate, so the file is the same everywhere and computes the same on both: a
+stftnet_b8_f128 digits model quantized with full-range weights was off by 0.28 of its
+logit scale on an AVX2 CPU and 0.07 on AVX-512 VNNI; with ``reduce_range`` 0.063 on both
+(docs: BENCHMARKS.md, int8). Quantizing weights as uint8 instead (u8u8, no saturation
+either) loses the symmetric int8 convolution kernels.
 """
 
 from __future__ import annotations
@@ -74,7 +85,8 @@ def quantize_int8(
     batch: int = 64,
 ) -> None:
     """Write ``output``: the ONNX model ``float_path`` statically quantized to int8 (QDQ
-    format, int8 weights per channel if ``per_channel``, uint8 activations, min/max
+    format, 7-bit int8 weights per channel if ``per_channel`` (``reduce_range``: no int16
+    saturation on CPUs without VNNI, see the module docstring), uint8 activations, min/max
     calibration on ``calibration``, float32 (N, C, H, W) images fed ``batch`` at a time),
     after onnxruntime's recommended pre-processing (shape inference and graph
     optimisation, ``quant_pre_process``). Written atomically (``dwstft._atomic``)."""
@@ -107,6 +119,7 @@ def quantize_int8(
             per_channel=per_channel,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            reduce_range=True,
         )
         atomic_write_bytes(output, quantized.read_bytes())
 
