@@ -299,6 +299,37 @@ def test_resume_into_a_folder_holding_another_run_is_refused(tmp_path, finished_
     assert {p: p.read_bytes() for p in other.iterdir() if p.is_file()} == before
 
 
+def started_run(folder: Path, model: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A real run of ``model`` on digits stopped (Ctrl-C) before its first epoch: the folder
+    holds its config.json and a resumable last.pt (epoch 0)."""
+    from dwstft.train import TrainingInterrupted, loop
+
+    def ctrl_c(run):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_run_epoch", ctrl_c)
+    with pytest.raises(TrainingInterrupted):
+        train(make_config("fast", model=model, dataset="digits", epochs=1, output=str(folder)))
+    return folder
+
+
+def test_resuming_a_checkpoint_copied_into_another_runs_folder_is_refused(
+    tmp_path, finished_run, monkeypatch
+):
+    # issue 23.2: run M's last.pt (mobilenetv2) copied into a copy of run R (stftnet)
+    other = started_run(tmp_path / "M", "mobilenetv2", monkeypatch)
+    copy = tmp_path / "R"
+    shutil.copytree(finished_run, copy)
+    shutil.copy(other / "last.pt", copy / "last.pt")
+    before = {p: p.read_bytes() for p in copy.iterdir() if p.is_file()}
+    proc = run("train", "--resume", str(copy / "last.pt"), cwd=tmp_path)
+    ids = [json.loads((f / "config.json").read_text()).get("run_id") for f in (other, copy)]
+    assert_clean_error(proc, "train", f"run {ids[0]} (mobilenetv2 on digits)", str(other),
+                       f"run {ids[1]} (stftnet_b8_f128 on digits)", str(copy / "config.json"),
+                       "empty --output")  # fmt: skip
+    assert {p: p.read_bytes() for p in copy.iterdir() if p.is_file()} == before
+
+
 def test_a_new_run_over_a_finished_one_is_refused(tmp_path, finished_run):
     copy = tmp_path / "run"
     shutil.copytree(finished_run, copy)
