@@ -596,7 +596,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     option(
         run, "--output", help="run folder (required for a new run; with --resume: the checkpoint's)"
     )
-    option(run, "--resume", metavar="LAST_PT", help="continue the run saved in last.pt")
+    option(
+        run,
+        "--resume",
+        metavar="LAST_PT",
+        help=(
+            "continue the run saved in last.pt, in its own folder (refused if that folder's "
+            "config.json is another run's) or in an empty --output"
+        ),
+    )
     option(run, "--recipe", choices=tuple(RECIPES), help="[default: paper]")
     option(run, "--seed", type=_nonneg_int)
     option(run, "--device", help="cpu, cuda, cuda:1, ... [default: cuda if available, else cpu]")
