@@ -299,6 +299,37 @@ def test_resume_into_a_folder_holding_another_run_is_refused(tmp_path, finished_
     assert {p: p.read_bytes() for p in other.iterdir() if p.is_file()} == before
 
 
+def started_run(folder: Path, model: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A real run of ``model`` on digits stopped (Ctrl-C) before its first epoch: the folder
+    holds its config.json and a resumable last.pt (epoch 0)."""
+    from dwstft.train import TrainingInterrupted, loop
+
+    def ctrl_c(run):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_run_epoch", ctrl_c)
+    with pytest.raises(TrainingInterrupted):
+        train(make_config("fast", model=model, dataset="digits", epochs=1, output=str(folder)))
+    return folder
+
+
+def test_resuming_a_checkpoint_copied_into_another_runs_folder_is_refused(
+    tmp_path, finished_run, monkeypatch
+):
+    # issue 23.2: run M's last.pt (mobilenetv2) copied into a copy of run R (stftnet)
+    other = started_run(tmp_path / "M", "mobilenetv2", monkeypatch)
+    copy = tmp_path / "R"
+    shutil.copytree(finished_run, copy)
+    shutil.copy(other / "last.pt", copy / "last.pt")
+    before = {p: p.read_bytes() for p in copy.iterdir() if p.is_file()}
+    proc = run("train", "--resume", str(copy / "last.pt"), cwd=tmp_path)
+    ids = [json.loads((f / "config.json").read_text()).get("run_id") for f in (other, copy)]
+    assert_clean_error(proc, "train", f"run {ids[0]} (mobilenetv2 on digits)", str(other),
+                       f"run {ids[1]} (stftnet_b8_f128 on digits)", str(copy / "config.json"),
+                       "empty --output")  # fmt: skip
+    assert {p: p.read_bytes() for p in copy.iterdir() if p.is_file()} == before
+
+
 def test_a_new_run_over_a_finished_one_is_refused(tmp_path, finished_run):
     copy = tmp_path / "run"
     shutil.copytree(finished_run, copy)
@@ -372,3 +403,66 @@ def test_export_at_an_input_size_the_model_cannot_take_writes_nothing(tmp_path, 
                cwd=tmp_path)  # fmt: skip
     assert_clean_error(proc, "export", "--input-size 1 1 1")
     assert tree(tmp_path) == set()
+
+
+def export_args(checkpoint: Path, output: str, *extra: str) -> tuple[str, ...]:
+    return ("export", "--checkpoint", str(checkpoint), "--format", "onnx", "--optimize",
+            "portable", "--output", output, *extra)  # fmt: skip
+
+
+def test_export_never_replaces_an_existing_file_unless_forced(tmp_path, finished_run):
+    mine = tmp_path / "m.onnx"
+    mine.write_text("mine")
+    proc = run(*export_args(finished_run / "best.safetensors", "m.onnx"), cwd=tmp_path)
+    assert_clean_error(proc, "export", "'m.onnx' already exists", "--force", "another --output")
+    assert proc.stdout == "" and mine.read_text() == "mine" and tree(tmp_path) == {"m.onnx"}
+    proc = run(*export_args(finished_run / "best.safetensors", "m.onnx", "--force"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert mine.read_bytes()[:2] != b"mi" and tree(tmp_path) == {"m.onnx"}
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_export_never_writes_over_a_run_folders_own_files(tmp_path, finished_run, force):
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy)
+    before = {p: p.read_bytes() for p in copy.iterdir()}
+    names = ["last.pt", "best.safetensors", "config.json", "metrics.jsonl", "summary.csv"]
+    for name in names:
+        proc = run(*export_args(copy / "best.safetensors", f"run/{name}", *force), cwd=tmp_path)
+        phrase = "would overwrite the checkpoint" if name == "best.safetensors" else "run folder"
+        assert_clean_error(proc, "export", f"'run/{name}'", phrase, "another --output")
+    assert {p: p.read_bytes() for p in copy.iterdir()} == before
+
+
+def test_export_by_default_writes_beside_the_checkpoint_once(tmp_path, finished_run):
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy)
+    args = ("export", "--checkpoint", "run/best.safetensors", "--format", "torchscript")
+    assert run(*args, cwd=tmp_path).returncode == 0
+    written = copy / "best.torchscript.pt"
+    assert written.is_file()
+    assert_clean_error(run(*args, cwd=tmp_path), "export", "already exists", "--force")
+    assert run(*args, "--force", cwd=tmp_path).returncode == 0
+
+
+def test_an_exported_digits_checkpoint_runs_on_real_digits(tmp_path, finished_run):
+    # issue 23.4: the ONNX graph was built for 32x32 and refused the 8x8 digits
+    import onnxruntime
+
+    from dwstft.data import load_dataset, normalize
+    from dwstft.export import model_from_checkpoint
+
+    checkpoint = finished_run / "best.safetensors"
+    proc = run("export", "--checkpoint", str(checkpoint), "--format", "onnx", "--output",
+               "m.onnx", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "input (1, 8, 8)" in proc.stdout
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    assert session.get_inputs()[0].shape[1:] == [1, 8, 8]
+    digits = load_dataset("digits")
+    images = normalize(digits.test_images, digits.mean, digits.std)
+    got = torch.as_tensor(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0])
+    with torch.no_grad():
+        expected = model_from_checkpoint(checkpoint).model(images)
+    assert got.shape == (360, 10)
+    assert (got - expected).abs().max() <= 1e-4 * max(1.0, expected.abs().max().item())

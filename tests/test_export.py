@@ -321,6 +321,53 @@ def test_cli_fails_when_the_export_does_not_match(tmp_path, tiny_registered, cap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.safetensors"]
 
 
+def test_cli_exports_at_the_size_of_the_recorded_dataset(tmp_path, tiny_registered, capsys):
+    # issue 23.4: a digits checkpoint was exported for 32x32 inputs
+    model = calibrated(tiny(in_chans=1), in_chans=1)
+    save_file(
+        model.state_dict(), tmp_path / "best.safetensors", {"model": TINY, "dataset": "digits"}
+    )
+    torch.save({"model": model.state_dict(), "config": {"model": TINY, "dataset": "digits"}},
+               tmp_path / "last.pt")  # fmt: skip
+    for name in ("best.safetensors", "last.pt"):
+        argv = ["export", "--checkpoint", str(tmp_path / name), "--format", "torchscript"]
+        assert main(argv) == 0
+        assert "input (1, 8, 8)" in capsys.readouterr().out
+    argv = ["export", "--checkpoint", str(tmp_path / "last.pt"), "--format", "torchscript"]
+    argv += ["--output", str(tmp_path / "x.pt"), "--input-size", "1", "16", "16"]  # overrides
+    assert main(argv) == 0
+    assert "input (1, 16, 16)" in capsys.readouterr().out
+
+
+def test_cli_refuses_a_recorded_dataset_it_does_not_know(tmp_path, tiny_registered, capsys):
+    ckpt = tmp_path / "best.safetensors"
+    save_file(tiny().state_dict(), ckpt, {"model": TINY, "dataset": "mnist"})
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "torchscript"]) == 2
+    err = capsys.readouterr().err
+    assert "records dataset 'mnist', which is not one of" in err and "--input-size" in err
+    assert list(tmp_path.iterdir()) == [ckpt]
+
+
+def test_a_moving_digits_checkpoint_exports_for_its_clips(tmp_path, capsys):
+    import onnxruntime
+
+    from dwstft.data import load_dataset, normalize
+
+    torch.manual_seed(0)
+    model = create_model("video_stft_tiny", num_classes=40, in_chans=1).eval()
+    ckpt = tmp_path / "best.safetensors"
+    save_file(model.state_dict(), ckpt, {"model": "video_stft_tiny", "dataset": "moving-digits"})
+    argv = ["export", "--checkpoint", str(ckpt), "--format", "onnx", "--optimize", "none"]
+    assert main(argv) == 0
+    assert "input (1, 8, 32, 32)" in capsys.readouterr().out
+    session = onnxruntime.InferenceSession(str(tmp_path / "best.onnx"))
+    clips = load_dataset("moving-digits")
+    x = normalize(clips.test_images[:16], clips.mean, clips.std)
+    got = torch.as_tensor(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    with torch.no_grad():
+        torch.testing.assert_close(got, model(x), rtol=1e-4, atol=1e-4)
+
+
 def run_cli(*argv: str):
     import subprocess
     import sys

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -269,6 +270,109 @@ def test_resume_rejects_a_changed_setting(finished_run, capsys):
     last = str(finished_run.run_dir / "last.pt")
     assert main(["train", "--resume", last, "--lr", "0.5"]) == 2
     assert "the checkpoint's run used 0.01" in capsys.readouterr().err
+
+
+def recorded_run_ids(folder: Path) -> tuple[str | None, str | None, str | None]:
+    """The run id that config.json, last.pt and best.safetensors of ``folder`` record."""
+    config_id = json.loads((folder / "config.json").read_text())["run_id"]
+    checkpoint_id = load_checkpoint(folder / "last.pt")["config"]["run_id"]
+    with safe_open(str(folder / "best.safetensors"), framework="pt") as f:
+        weights_id = f.metadata().get("run_id")
+    return config_id, checkpoint_id, weights_id
+
+
+def test_a_run_writes_one_id_into_every_file(finished_run):
+    ids = recorded_run_ids(finished_run.run_dir)
+    assert len(set(ids)) == 1 and re.fullmatch(r"[0-9a-f]{32}", ids[0]), ids
+
+
+def test_a_resumed_run_keeps_its_id_in_an_empty_folder(finished_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(TinyNet, "on_forward", after_calls(DIGITS_TRAIN_STEPS_64 + 2, interrupt))
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(tmp_path / "cut", epochs=2))
+    monkeypatch.setattr(TinyNet, "on_forward", None)
+    original = json.loads((tmp_path / "cut" / "config.json").read_text())["run_id"]
+    assert original != recorded_run_ids(finished_run.run_dir)[0]  # a new run, a new id
+    last = str(tmp_path / "cut" / "last.pt")
+    train(resolve_config(resume=last, output=str(tmp_path / "moved"), device="cpu"))
+    assert recorded_run_ids(tmp_path / "moved") == (original,) * 3
+
+
+def run_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def plant_checkpoint(finished_run, folder: Path, **changes) -> str:
+    """Write ``finished_run``'s last.pt into ``folder`` with its recorded config changed
+    (``run_id=None``: a checkpoint from before run ids, which records none)."""
+    from dwstft.train import save_checkpoint
+
+    state = saved_state(finished_run)
+    config = {**state["config"], **changes}
+    if config.get("run_id") is None:
+        config.pop("run_id", None)
+    path = folder / "last.pt"
+    save_checkpoint(path, {**{k: v for k, v in state.items() if k != "format"}, "config": config})
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "found"),
+    [
+        ({"run_id": "0" * 32}, "run 00000000000000000000000000000000 ("),  # same settings
+        ({"run_id": None, "seed": 1}, "a run without an id ("),
+    ],
+)
+def test_a_checkpoint_put_into_another_runs_folder_is_refused(
+    finished_run, tmp_path, changes, found
+):
+    from dwstft.errors import RunFolderError
+
+    folder = tmp_path / "R"
+    shutil.copytree(finished_run.run_dir, folder)
+    path = plant_checkpoint(finished_run, folder, **changes)
+    before = run_files(folder)
+    with pytest.raises(RunFolderError) as caught:
+        train(resolve_config(resume=path, device="cpu"))
+    folder_id = recorded_run_ids(finished_run.run_dir)[0]
+    message = str(caught.value)
+    assert message.startswith(f"checkpoint {path!r} is {found}{TINY} on digits), written to ")
+    assert f"but {str(folder / 'config.json')!r} is run {folder_id} ({TINY} on digits)" in message
+    assert "Resume into an empty --output" in message
+    assert run_files(folder) == before
+
+
+def test_a_checkpoint_without_an_id_resumes_where_the_settings_agree(finished_run, tmp_path):
+    folder = tmp_path / "R"
+    shutil.copytree(finished_run.run_dir, folder)
+    path = plant_checkpoint(finished_run, folder, run_id=None)
+    assert train(resolve_config(resume=path, device="cpu")).history == finished_run.history
+
+
+def test_best_weights_of_another_run_are_refused_without_a_config_json(finished_run, tmp_path):
+    from dwstft.errors import RunFolderError
+    from dwstft.train import save_weights
+
+    folder = tmp_path / "R"
+    shutil.copytree(finished_run.run_dir, folder)
+    (folder / "config.json").unlink()
+    with safe_open(str(folder / "best.safetensors"), framework="pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        metadata = {**f.metadata(), "run_id": "1" * 32}
+    save_weights(folder / "best.safetensors", state, metadata)
+    with pytest.raises(RunFolderError, match=r"best\.safetensors' is run 1{32} \("):
+        train(resolve_config(resume=str(folder / "last.pt"), device="cpu"))
+
+
+def test_an_unreadable_config_json_is_refused_on_resume(finished_run, tmp_path):
+    from dwstft.errors import RunFolderError
+
+    folder = tmp_path / "R"
+    shutil.copytree(finished_run.run_dir, folder)
+    (folder / "config.json").write_text('{"mine": true}')
+    with pytest.raises(RunFolderError, match=r"config\.json' cannot be read \(.*\), so it"):
+        train(resolve_config(resume=str(folder / "last.pt"), device="cpu"))
+    assert (folder / "config.json").read_text() == '{"mine": true}'
 
 
 def test_every_epoch_reshuffles_and_reaugments(tmp_path, monkeypatch):

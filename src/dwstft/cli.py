@@ -596,7 +596,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     option(
         run, "--output", help="run folder (required for a new run; with --resume: the checkpoint's)"
     )
-    option(run, "--resume", metavar="LAST_PT", help="continue the run saved in last.pt")
+    option(
+        run,
+        "--resume",
+        metavar="LAST_PT",
+        help=(
+            "continue the run saved in last.pt, in its own folder (refused if that folder's "
+            "config.json is another run's) or in an empty --output"
+        ),
+    )
     option(run, "--recipe", choices=tuple(RECIPES), help="[default: paper]")
     option(run, "--seed", type=_nonneg_int)
     option(run, "--device", help="cpu, cuda, cuda:1, ... [default: cuda if available, else cpu]")
@@ -892,14 +900,26 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--output",
-        help="default: beside the checkpoint, <stem>[.ort|.deploy|.folded].onnx/.torchscript.pt",
+        help=(
+            "default: beside the checkpoint, <stem>[.ort|.deploy|.folded].onnx/.torchscript.pt. "
+            "An existing file is replaced only with --force; the checkpoint and a run "
+            "folder's own files (last.pt, best.safetensors, config.json, metrics.jsonl, "
+            "summary.csv, curves.png) never are"
+        ),
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace --output if it exists (see --output)"
     )
     p.add_argument(
         "--input-size",
         type=_positive_int,
         nargs=3,
         metavar=("C", "H", "W"),
-        help="one image's shape (default: IN_CHANS 32 32; digits: 1 8 8)",
+        help=(
+            "one image's shape (default: a sample of the dataset the checkpoint records: "
+            "digits 1 8 8, CIFAR 3 32 32, moving-digits clips 1 8 32 32 (C T H W); "
+            "IN_CHANS 32 32 if it records none)"
+        ),
     )
     p.add_argument("--opset", type=_positive_int, help="ONNX opset (default: the exporter's)")
     p.add_argument("--num-classes", type=_positive_int, help="default: from head.weight")
@@ -954,24 +974,31 @@ def _calibration(args: argparse.Namespace) -> DatasetArrays | None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from dwstft.export import default_output, export_model, model_from_checkpoint, onnx_opset
+    from dwstft.export import (
+        check_export_output,
+        default_input_size,
+        default_output,
+        export_model,
+        model_from_checkpoint,
+        onnx_opset,
+    )
 
     optimize = _export_optimization(args)
+    output = check_export_output(
+        args.output or default_output(args.checkpoint, args.format, optimize, args.quantize),
+        args.checkpoint,
+        args.force,
+    )
     loaded = model_from_checkpoint(args.checkpoint, args.model, args.num_classes, args.in_chans)
     calibration = _calibration(args)
     image = calibration.train_images.shape[1:] if calibration is not None else None
-    input_size = tuple(args.input_size or image or (loaded.in_chans, 32, 32))
+    input_size = tuple(
+        args.input_size or image or default_input_size(args.checkpoint, loaded.in_chans)
+    )
     if input_size[0] != loaded.in_chans:
         raise ValueError(
             f"--input-size C must equal the model's in_chans={loaded.in_chans}, got {input_size[0]}"
         )
-    output = Path(
-        args.output or default_output(args.checkpoint, args.format, optimize, args.quantize)
-    )
-    if output.resolve() == Path(args.checkpoint).resolve():
-        raise ValueError(f"--output {str(output)!r} would overwrite the checkpoint")
     report = export_model(
         loaded.model,
         output,

@@ -30,7 +30,7 @@ from torch import nn
 from dwstft._atomic import atomic_write_bytes, prepare_output_file
 from dwstft.bench.complexity import count_params
 from dwstft.deploy import FORM_CHOICES, FormTiming, Rewrites, choose_layer_forms, deployment_model
-from dwstft.errors import DwstftError, MissingDependencyError
+from dwstft.errors import DwstftError, MissingDependencyError, OutputPathError
 from dwstft.layers import DepthwiseSTFTSeparable, MultiScaleSTFTSeparable
 from dwstft.models import create_model
 
@@ -143,6 +143,58 @@ def recorded_dataset(path: str | Path) -> str | None:
     config = saved.get("config") if isinstance(saved, dict) else None
     dataset = config.get("dataset") if isinstance(config, dict) else None
     return dataset if isinstance(dataset, str) else None
+
+
+def default_input_size(checkpoint: str | Path, in_chans: int) -> tuple[int, ...]:
+    """One input sample's shape for exporting ``checkpoint``: a sample of the dataset it
+    records (:func:`recorded_dataset`; ``dwstft.data.sample_shape``: (C, H, W), or
+    (C, T, H, W) for clips) with ``in_chans`` channels, or (in_chans, 32, 32) when it
+    records none.
+
+    Raises:
+        ValueError: the checkpoint records a dataset this version does not know.
+    """
+    from dwstft.data import DATASET_NAMES, sample_shape
+
+    dataset = recorded_dataset(checkpoint)
+    if dataset is None:
+        return (in_chans, 32, 32)
+    if dataset not in DATASET_NAMES:
+        raise ValueError(
+            f"--checkpoint {str(checkpoint)!r} records dataset {dataset!r}, which is not one "
+            f"of {', '.join(DATASET_NAMES)}; pass --input-size C H W"
+        )
+    return (in_chans, *sample_shape(dataset)[1:])
+
+
+def check_export_output(output: str | Path, checkpoint: str | Path, force: bool = False) -> Path:
+    """Refuse, before any work, an ``output`` that would replace the checkpoint, a file of
+    a run folder (a folder holding any of ``RUN_FILES``: ``config.json``, ``last.pt``,
+    ``best.safetensors``, ...) that bears a run file's name, or, unless ``force``, any
+    existing file. Returns ``output`` as a Path.
+
+    Raises:
+        OutputPathError: naming the file and what to do instead.
+    """
+    from dwstft.train.run_folder import RUN_FILES, holds_a_run
+
+    output = Path(output)
+    if output.resolve() == Path(checkpoint).resolve():
+        raise OutputPathError(
+            f"--output {str(output)!r} would overwrite the checkpoint; choose another --output"
+        )
+    folder = output.resolve().parent
+    if output.name in RUN_FILES and holds_a_run(folder):
+        raise OutputPathError(
+            f"--output {str(output)!r} is the {output.name} of the run folder {str(folder)!r}, "
+            "which an export never replaces; choose another --output"
+        )
+    if (output.exists() or output.is_symlink()) and not output.is_dir() and not force:
+        raise OutputPathError(
+            f"--output {str(output)!r} already exists; pass --force to replace it, or choose "
+            "another --output"
+        )
+    return output
 
 
 def check_state_fits(model: nn.Module, state: Mapping[str, torch.Tensor], name: str) -> None:
@@ -543,16 +595,19 @@ def export_model(
     """Export ``model`` (put in eval mode) to ``path`` as ``fmt`` ("onnx" or
     "torchscript") after ``optimize`` (``OPTIMIZATIONS``; default
     :func:`default_optimization`), then verify the file against ``model`` itself
-    (:func:`verify_export`). ``input_size`` is (C, H, W) of one image; ``layer_form``: see
-    :func:`prepare_model`.
+    (:func:`verify_export`). ``input_size`` is (C, H, W) of one image, or (C, T, H, W) of
+    one clip; ``layer_form``: see :func:`prepare_model`.
 
     ``quantize="int8"`` (ONNX only): the float graph is written to a temporary folder and
     verified, then statically quantized into ``path`` (``dwstft.quantize.quantize_int8``)
     with ``calibration``'s training images, and both are scored on its test split.
     """
     optimize = check_export_options(fmt, optimize, layer_form, quantize, opset)
-    if len(input_size) != 3 or any(int(s) < 1 for s in input_size):
-        raise ValueError(f"--input-size must be three positive ints C H W, got {input_size}")
+    if len(input_size) not in (3, 4) or any(int(s) < 1 for s in input_size):
+        raise ValueError(
+            f"--input-size must be positive ints C H W (images) or C T H W (clips), got "
+            f"{input_size}"
+        )
     if quantize is not None:
         _check_calibration(calibration, input_size)
     path = prepare_output_file(path, "--output")

@@ -22,9 +22,11 @@ from dwstft.data.cifar import (
 from dwstft.data.datasets import (
     DATASET_NAMES,
     DEFAULT_DATA_DIR,
+    SAMPLE_SHAPES,
     DatasetSplits,
     channel_stats,
     load_dataset,
+    sample_shape,
 )
 from dwstft.data.digits import load_digits_splits
 from dwstft.data.loader import DeviceLoader
@@ -39,6 +41,7 @@ __all__ = [
     "CIFAR_SPECS",
     "DATASET_NAMES",
     "DEFAULT_DATA_DIR",
+    "SAMPLE_SHAPES",
     "BatchAugment",
     "CifarSpec",
     "CorruptArchiveError",
@@ -54,4 +57,5 @@ __all__ = [
     "load_digits_splits",
     "load_moving_digits_splits",
     "normalize",
+    "sample_shape",
 ]

@@ -9,10 +9,31 @@ import torch
 
 from dwstft.data.cifar import CIFAR_SPECS, load_cifar
 from dwstft.data.digits import DIGITS_NUM_CLASSES, load_digits_splits
-from dwstft.data.moving_digits import MOVING_DIGITS_NUM_CLASSES, load_moving_digits_splits
+from dwstft.data.moving_digits import (
+    MOVING_DIGITS_FRAMES,
+    MOVING_DIGITS_NUM_CLASSES,
+    MOVING_DIGITS_SIZE,
+    load_moving_digits_splits,
+)
 
 DATASET_NAMES = ("cifar10", "cifar100", "digits", "moving-digits")
 DEFAULT_DATA_DIR = Path("~/.cache/dwstft/data")
+#: One sample's shape per dataset, known without loading it: images (C, H, W), clips
+#: (C, T, H, W).
+SAMPLE_SHAPES: dict[str, tuple[int, ...]] = {
+    "cifar10": (3, 32, 32),
+    "cifar100": (3, 32, 32),
+    "digits": (1, 8, 8),
+    "moving-digits": (1, MOVING_DIGITS_FRAMES, MOVING_DIGITS_SIZE, MOVING_DIGITS_SIZE),
+}
+
+
+def sample_shape(name: str) -> tuple[int, ...]:
+    """The shape of one of ``name``'s samples as :func:`load_dataset` serves it: (C, H, W)
+    for images, (C, T, H, W) for clips; nothing is loaded."""
+    if name not in SAMPLE_SHAPES:
+        raise ValueError(f"name must be one of {', '.join(DATASET_NAMES)}; got {name!r}")
+    return SAMPLE_SHAPES[name]
 
 
 @dataclass

@@ -28,6 +28,9 @@ DIRECTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0))
 DIRECTION_NAMES = ("right", "left", "down", "up")
 MOVING_DIGITS_NUM_CLASSES = 10 * len(DIRECTIONS)
 MOVING_DIGITS_SEED = 0
+#: Frames per clip and canvas side (pixels) of the dataset ``load_dataset`` serves.
+MOVING_DIGITS_FRAMES = 8
+MOVING_DIGITS_SIZE = 32
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -77,8 +80,8 @@ def _make_split(
 
 
 def load_moving_digits_splits(
-    frames: int = 8,
-    size: int = 32,
+    frames: int = MOVING_DIGITS_FRAMES,
+    size: int = MOVING_DIGITS_SIZE,
     speed: int = 2,
     clips_per_digit: int = 2,
     seed: int = MOVING_DIGITS_SEED,

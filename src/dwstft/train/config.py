@@ -57,6 +57,11 @@ class TrainConfig:
     normalisation). Flips only where the dataset allows them. Normalisation uses
     ``norm_mean``/``norm_std`` (one value per channel, for images scaled to [0, 1]) or,
     when they are None, the training split's own statistics.
+
+    ``run_id`` is the run's identity: :func:`dwstft.train.train` gives a new run a random
+    one (``uuid.uuid4().hex``) and a resumed run keeps its checkpoint's; it is written into
+    ``config.json``, ``last.pt`` and ``best.safetensors``, so a checkpoint knows which run
+    folder is its own. None for runs started before dwstft recorded it.
     """
 
     model: str
@@ -99,6 +104,7 @@ class TrainConfig:
     compile_mode: str | None = None
     device: str | None = None
     resume: str | None = None
+    run_id: str | None = None
 
     def batch_size_at(self, epoch: int) -> int:
         """Global batch size of 0-based ``epoch``."""
@@ -175,6 +181,8 @@ class TrainConfig:
             raise ValueError(f"opt_betas must be two numbers in [0, 1), got {self.opt_betas}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.run_id is not None and (not isinstance(self.run_id, str) or not self.run_id):
+            raise ValueError(f"run_id must be a non-empty string or None, got {self.run_id!r}")
 
     def _validate_milestones(self) -> None:
         milestones = self.lr_milestones

@@ -27,11 +27,13 @@ first. Either way :class:`TrainingInterrupted` names the checkpoint to resume fr
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import math
 import sys
 import time
+import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,9 +177,16 @@ def train(config: TrainConfig) -> TrainResult:
                 f"--compile-mode {config.compile_mode} (--cuda-graphs) replays CUDA graphs and "
                 f"needs a CUDA device, but the run is on {ctx.device}; drop it on the CPU"
             )
-        owner = claim_run_folder(config.output, config.resume) if ctx.is_main else nullcontext()
+        saved = load_checkpoint(config.resume) if config.resume else None
+        recorded = saved_config(config.resume, saved["config"]) if saved is not None else None
+        config = _identified(config, recorded)
+        owner = (
+            claim_run_folder(config.output, config.resume, recorded)
+            if ctx.is_main
+            else nullcontext()
+        )
         with owner:
-            run = _build_run(config, ctx)
+            run = _build_run(config, ctx, saved)
             result = _fit(run)
         # Every rank is done communicating before any rank leaves the group: gloo's worker
         # threads abort the process (SIGABRT at exit) when the group is destroyed under them.
@@ -192,16 +201,30 @@ def train(config: TrainConfig) -> TrainResult:
         teardown(ctx)
 
 
-def _build_run(config: TrainConfig, ctx: DistContext) -> _Run:
+def _identified(config: TrainConfig, recorded: TrainConfig | None) -> TrainConfig:
+    """``config`` with its run's identity: a resumed run (``recorded``: the config its
+    ``last.pt`` holds) keeps the checkpoint's ``run_id`` (None for a checkpoint written
+    before run ids), a new run without one gets a random ``uuid4().hex``. Only rank 0
+    writes it anywhere.
+
+    Raises:
+        ValueError: ``config`` sets a training setting differently from the checkpoint.
+    """
+    if recorded is not None:
+        merge_resumed(recorded, {**config.to_dict(), "run_id": None})
+        return dataclasses.replace(config, run_id=recorded.run_id)
+    if config.run_id is None:
+        return dataclasses.replace(config, run_id=uuid.uuid4().hex)
+    return config
+
+
+def _build_run(config: TrainConfig, ctx: DistContext, saved: dict[str, Any] | None) -> _Run:
     for name in ("batch_size", "final_batch_size"):
         if getattr(config, name) % ctx.world_size:
             raise RunSetupError(
                 f"{name} must be divisible by the number of processes ({ctx.world_size}), "
                 f"got {getattr(config, name)}"
             )
-    saved = load_checkpoint(config.resume) if config.resume else None
-    if saved is not None:
-        merge_resumed(saved_config(config.resume, saved["config"]), config.to_dict())
     run_dir = Path(config.output)
     splits = load_dataset(config.dataset, config.data_dir)
     if config.channels_last and splits.train_images.ndim != 4:
@@ -491,6 +514,8 @@ def _persist(run: _Run, new_best: bool = False) -> None:
             "epoch": str(run.best["epoch"]),
             "test_acc": repr(run.best["test_acc"]),
         }
+        if run.config.run_id is not None:
+            metadata["run_id"] = run.config.run_id
         save_weights(run.run_dir / "best.safetensors", run.model.state_dict(), metadata)
     state = {
         "epoch": run.epoch,

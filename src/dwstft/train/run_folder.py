@@ -7,6 +7,12 @@ included), so a lock never goes stale; a second process that tries while the fir
 is refused at once. The checks that follow (does the folder hold another run?) happen
 under the lock, so two runs started at the same moment cannot both pass them.
 
+A resumed run may write only into an empty folder or into its checkpoint's own folder, and
+there only if the folder's ``config.json`` and ``best.safetensors`` belong to the same run
+(:func:`check_same_run`: the ``run_id`` every file of a run records, or for files written
+before run ids the settings they record), so a ``last.pt`` copied into another run's folder
+never mixes the two runs.
+
 The lock file is removed when the run ends, and the folder too if the run created it and
 wrote nothing into it (it failed while setting up). Under the lock, leftovers of an
 interrupted atomic write (``.<file>.<random>.tmp``, see :mod:`dwstft._atomic`) cannot belong
@@ -17,11 +23,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
 
 from dwstft.errors import RunFolderError
+from dwstft.train.config import RUNTIME_FIELDS, TrainConfig
 
 LOCK_NAME = ".dwstft.lock"
 #: Files a run writes into its folder; any of them marks the folder as holding a run.
@@ -50,6 +61,74 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
                 tmp.unlink()
                 removed.append(tmp)
     return removed
+
+
+def check_same_run(folder: Path, checkpoint: Path, recorded: TrainConfig) -> None:
+    """Raise RunFolderError unless the run files of ``folder`` that say which run they
+    belong to (``config.json``; ``best.safetensors``'s metadata) belong to the run that
+    ``checkpoint`` continues (``recorded``: the config the checkpoint holds).
+
+    Two records are one run when their ``run_id``s are equal. Where either lacks one
+    (written before dwstft recorded run ids) they are one run when the settings both record
+    agree: every training setting in ``config.json`` (:data:`RUNTIME_FIELDS` aside), or the
+    model and dataset of ``best.safetensors``. A file that cannot be read as its kind is
+    refused too: it cannot show that it belongs to the run.
+    """
+    for name, found in _identity_records(folder):
+        if not _same_run(found, recorded):
+            raise RunFolderError(
+                f"checkpoint {str(checkpoint)!r} is {_describe(recorded.to_dict())}, written "
+                f"to folder {recorded.output!r}, but {str(folder / name)!r} is "
+                f"{_describe(found)}; resuming there would mix the two runs. Resume into an "
+                "empty --output, or put the checkpoint back in its own run's folder"
+            )
+
+
+def _identity_records(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(file name, its run_id and recorded settings) for config.json and best.safetensors,
+    where present."""
+    config_path = folder / "config.json"
+    if config_path.exists():
+        try:
+            config = TrainConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as err:
+            raise _unreadable(config_path, err) from None
+        yield config_path.name, {**_settings(config), "run_id": config.run_id}
+    weights_path = folder / "best.safetensors"
+    if weights_path.exists():
+        try:
+            with safe_open(str(weights_path), framework="pt") as f:
+                metadata = f.metadata() or {}
+        except Exception as err:  # safetensors raises its own and OS error types
+            raise _unreadable(weights_path, err) from None
+        found = {k: metadata[k] for k in ("model", "dataset") if k in metadata}
+        yield weights_path.name, {**found, "run_id": metadata.get("run_id")}
+
+
+def _unreadable(path: Path, err: Exception) -> RunFolderError:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return RunFolderError(
+        f"{str(path)!r} cannot be read ({reason}), so it cannot show that the folder holds "
+        "the checkpoint's run; move it away if it does, or resume into an empty --output"
+    )
+
+
+def _settings(config: TrainConfig) -> dict[str, Any]:
+    """The settings that make a run what it is (model, data, schedule, seed, ...)."""
+    return {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS and k != "run_id"}
+
+
+def _same_run(found: dict[str, Any], recorded: TrainConfig) -> bool:
+    if found["run_id"] is not None and recorded.run_id is not None:
+        return found["run_id"] == recorded.run_id
+    settings = _settings(recorded)
+    return all(settings.get(k) == v for k, v in found.items() if k != "run_id")
+
+
+def _describe(record: dict[str, Any]) -> str:
+    """``run <id> (<model> on <dataset>)``, or ``a run without an id (...)``."""
+    who = f"run {record['run_id']}" if record.get("run_id") else "a run without an id"
+    return f"{who} ({record.get('model', '?')} on {record.get('dataset', '?')})"
 
 
 def _make_folder(folder: Path) -> None:
@@ -108,19 +187,28 @@ def _lock(folder: Path) -> int:
 
 
 @contextlib.contextmanager
-def claim_run_folder(folder: str | Path, resume_from: str | Path | None = None) -> Iterator[Path]:
+def claim_run_folder(
+    folder: str | Path,
+    resume_from: str | Path | None = None,
+    recorded: TrainConfig | None = None,
+) -> Iterator[Path]:
     """Hold ``folder`` for a run: create it, lock it, check it, clean it; yields its path.
 
     Args:
         folder: the run folder (``--output``).
         resume_from: the ``last.pt`` a resumed run continues, or None for a new run.
+        recorded: the config ``resume_from`` records (its ``run_id`` included); required
+            with ``resume_from``.
 
     Raises:
         RunFolderError: ``folder`` is not a folder or not writable; another process holds
-            it; a new run was asked for in a folder that holds a run; or a resumed run was
-            pointed at a folder that holds a different run (anything but its own folder
-            must be empty).
+            it; a new run was asked for in a folder that holds a run; a resumed run was
+            pointed at another folder that holds a run (anything but the checkpoint's own
+            folder must be empty); or the checkpoint's folder holds files of another run
+            (see :func:`check_same_run`).
     """
+    if resume_from is not None and recorded is None:
+        raise ValueError("claim_run_folder needs the checkpoint's recorded config to resume")
     folder = Path(folder)
     created = not folder.exists()
     _make_folder(folder)
@@ -135,6 +223,8 @@ def claim_run_folder(folder: str | Path, resume_from: str | Path | None = None) 
             raise RunFolderError(
                 f"--output {str(folder)!r} already holds a run; {hint}, or choose another --output"
             )
+        if own:
+            check_same_run(folder, Path(resume_from), recorded)
         remove_stale_temporaries(folder)
         yield folder
     finally:
