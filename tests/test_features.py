@@ -3,6 +3,7 @@ torch.fx tracing, and the model options create_model names."""
 
 from __future__ import annotations
 
+import copy
 import pydoc
 
 import pytest
@@ -44,6 +45,72 @@ def test_feature_info_and_intermediates(name):
         picked = backbone.eval()(x)
         assert [m.shape for m in picked] == [maps[1].shape, maps[-1].shape]
         assert torch.equal(picked[0], maps[1]) and torch.equal(picked[1], maps[-1])
+
+
+def hooked_maps(net: torch.nn.Module, names: list[str], x: torch.Tensor) -> list[torch.Tensor]:
+    """The outputs of the modules called ``names`` during ``net(x)``, read by forward hooks."""
+    modules = dict(net.named_modules())
+    seen: dict[str, torch.Tensor] = {}
+    handles = [
+        modules[n].register_forward_hook(lambda m, i, out, n=n: seen.__setitem__(n, out))
+        for n in names
+    ]
+    with torch.no_grad():
+        net(x)
+    for handle in handles:
+        handle.remove()
+    return [seen[n] for n in names]
+
+
+@pytest.mark.parametrize("out_indices", [None, (1, -1), 2])
+@pytest.mark.parametrize("name", ["stftnet_b8_f128", "mobilenet", "mobilenetv2", "shufflenetv2"])
+def test_feature_info_accessors_describe_the_real_feature_maps(name, out_indices):
+    torch.manual_seed(0)
+    backbone = out_indices is not None
+    net = create_model(name, features_only=backbone, out_indices=out_indices).eval()
+    info = net.feature_info
+    for size in (32, 64):
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            maps = net(x) if backbone else net.forward_intermediates(x, intermediates_only=True)
+        assert info.channels() == [m.shape[1] for m in maps]
+        assert info.reduction() == [size // m.shape[-1] for m in maps]
+        assert all(size % m.shape[-1] == 0 == size % m.shape[-2] for m in maps)
+        hooked = hooked_maps(net, info.module_name(), x)
+        assert all(torch.equal(h, m) for h, m in zip(hooked, maps, strict=True))
+    # indexing, len and iteration: the list of returned maps
+    assert len(info) == len(maps) and [f.num_chs for f in info] == info.channels()
+    assert info[-1].reduction == info.reduction()[-1]
+    assert info.get_dicts() == [
+        {"num_chs": f.num_chs, "reduction": f.reduction, "module": f.module} for f in info
+    ]
+
+
+def test_feature_info_idx_is_a_stage_number_as_in_timm():
+    full = create_model("mobilenetv2").feature_info
+    backbone = create_model("mobilenetv2", features_only=True, out_indices=(1, -1))
+    info = backbone.feature_info
+    assert info.out_indices == (1, 3) and info.channels() == [32, 1280]
+    # an int or a list picks stages of the model, whether the backbone returns them or not
+    assert info.channels(0) == full.channels(0) == 24
+    assert info.reduction([0, -1, 2]) == [1, 8, 4]
+    assert info.module_name(-1) == full.module_name()[-1]
+    assert info.get_dicts(keys=["reduction", "num_chs"], idx=2) == {"reduction": 4, "num_chs": 96}
+    assert info.get_dicts(keys=["num_chs"]) == [{"num_chs": 32}, {"num_chs": 1280}]
+    with pytest.raises(ValueError, match=r"idx must be a stage number in \[-4, 4\), got 4"):
+        info.channels(4)
+    with pytest.raises(ValueError, match=r"idx must be a stage number .* got True"):
+        info.reduction(True)
+    with pytest.raises(ValueError, match=r"keys must be among .*'module'\], got \['stride'\]"):
+        info.get_dicts(keys=["stride"])
+
+
+def test_feature_info_survives_a_deep_copy():
+    model = create_model("shufflenetv2")
+    channels = model.feature_info.channels()
+    clone = copy.deepcopy(model)
+    assert clone.feature_info.channels() == channels == [24, 116, 232, 1024]
+    assert clone.feature_info.out_indices == (0, 1, 2, 3)
 
 
 def test_intermediates_only_and_stop_early():

@@ -3,7 +3,14 @@
 from dwstft.basis import FREQUENCIES, stft_basis
 from dwstft.functional import depthwise_stft, fold_weight, stft_separable
 from dwstft.functional_nd import depthwise_stft_nd, stft_separable_nd
-from dwstft.layers import DepthwiseSTFT, DepthwiseSTFTSeparable
+from dwstft.layers import (
+    DepthwiseSTFT,
+    DepthwiseSTFTSeparable,
+    MultiScaleSTFTSeparable,
+    ReLPU,
+    fold_model,
+    set_impl,
+)
 from dwstft.layers_nd import (
     DepthwiseSTFT1d,
     DepthwiseSTFT3d,
@@ -21,13 +28,17 @@ __all__ = [
     "DepthwiseSTFTSeparable",
     "DepthwiseSTFTSeparable1d",
     "DepthwiseSTFTSeparable3d",
+    "MultiScaleSTFTSeparable",
+    "ReLPU",
     "create_model",
     "depthwise_stft",
     "depthwise_stft_nd",
+    "fold_model",
     "fold_weight",
     "list_models",
     "lpq",
     "register_model",
+    "set_impl",
     "stft_basis",
     "stft_separable",
     "stft_separable_nd",

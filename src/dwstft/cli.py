@@ -29,9 +29,35 @@ DEBUG_ENV = "DWSTFT_DEBUG"
 EXPECTED_ERRORS = (DwstftError, ValueError, OSError)
 
 
+def _shown_default(default: object) -> str | None:
+    """An option's default as a user would type it (list items joined by spaces), or None
+    when there is none worth showing (None, False, an empty string or list)."""
+    if default is None or default is False or default is argparse.SUPPRESS:
+        return None
+    if isinstance(default, (list, tuple)):
+        return " ".join(map(str, default)) or None
+    return str(default) or None
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, ending an option's help with ``[default: ...]`` whenever it has
+    a default worth showing and its help does not already give one in that form."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        shown = _shown_default(action.default)
+        if action.help and shown is not None and "[default:" not in action.help:
+            return f"{action.help} [default: {shown.replace('%', '%%')}]"
+        return action.help
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``dwstft train: error: ... (see dwstft train --help)``
-    and exit status 2, instead of the usage block followed by the error."""
+    and exit status 2, instead of the usage block followed by the error; every option's
+    help shows its default (:class:`_HelpFormatter`)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -81,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", parents=_COMMON, help="Markdown table of every registered model")
     p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'stftnet_*'")
-    p.add_argument("--num-classes", type=int, default=100)
+    p.add_argument(
+        "--num-classes", type=int, default=100, help="classes of the head the parameters count"
+    )
     p.set_defaults(handler=_run_models)
 
 
@@ -98,11 +126,27 @@ def _run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Help of every benchmark's --device and --rounds.
+_DEVICE_HELP = "where to run: cpu, cuda, cuda:1, ..."
+_ROUNDS_HELP = "interleaved rounds: each times every candidate once; the table gives medians"
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks measured side by side (ratios)")
     what = p.add_subparsers(dest="bench_target", required=True, metavar="TARGET")
     layer = what.add_parser(
-        "layer", parents=_COMMON, help="the layer's execution paths vs R0/R1/R2"
+        "layer",
+        parents=_COMMON,
+        help="the layer's execution paths vs 1x1 (R0), depthwise-separable (R1) and dense (R2)",
+        description=(
+            "Time forward + backward of the Depthwise-STFT separable layer (C -> F, n x n), "
+            "each execution path and auto, against three references on the same input, "
+            "interleaved, as ratios to R0. R0: a 1x1 conv 8C -> F on precomputed STFT maps, "
+            "the lower bound (the layer's own pointwise product and nothing else). R1: "
+            "nn.Conv2d depthwise n x n + 1x1 C -> F, the standard depthwise-separable layer. "
+            "R2: the dense nn.Conv2d(C, F, n). With --dims 1 or 3 the same for the 1-D or "
+            "3-D layer (2 or 26 maps per channel instead of 8) against nn.Conv1d/nn.Conv3d."
+        ),
     )
     layer.add_argument(
         "--dims",
@@ -112,9 +156,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="spatial dimensions: 1 (audio-like), 2 (the paper's layer), 3 (video)",
     )
     layer.add_argument("-b", "--batch-size", type=int, help="default: 32 (1-D), 64 (2-D), 8 (3-D)")
-    layer.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
-    layer.add_argument("--device", default="cpu")
-    layer.add_argument("--channels-last", action="store_true", help="2-D only")
+    layer.add_argument("--rounds", type=int, default=7, help=_ROUNDS_HELP)
+    layer.add_argument("--device", default="cpu", help=_DEVICE_HELP)
+    layer.add_argument(
+        "--channels-last", action="store_true", help="inputs in channels_last (2-D only)"
+    )
     layer.add_argument("--compile", action="store_true", help="add torch.compile(auto layer)")
     layer.add_argument(
         "--kernel-sizes",
@@ -131,16 +177,37 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         parents=_COMMON,
         help="training images/s: on-device pipeline vs per-image DataLoader",
     )
-    pipeline.add_argument("--model", default="stftnet_b8_f128")
-    pipeline.add_argument("--device", default="cpu")
-    pipeline.add_argument("-b", "--batch-size", type=_positive_int, default=64)
-    pipeline.add_argument("--batches", type=_positive_int, default=30, help="timed per pipeline")
-    pipeline.add_argument("--rounds", type=_positive_int, default=3, help="interleaved rounds")
     pipeline.add_argument(
-        "--images", type=_positive_int, default=5000, help="random CIFAR-shaped images"
+        "--model", default="stftnet_b8_f128", help="registered model the timed steps train"
+    )
+    pipeline.add_argument("--device", default="cpu", help=_DEVICE_HELP)
+    pipeline.add_argument(
+        "-b", "--batch-size", type=_positive_int, default=64, help="images per training step"
     )
     pipeline.add_argument(
-        "--workers", type=_nonneg_int, nargs="+", default=[0, 2], help="DataLoader num_workers"
+        "--batches",
+        type=_positive_int,
+        default=30,
+        help="training steps timed per pipeline, split evenly over the rounds",
+    )
+    pipeline.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=3,
+        help="interleaved rounds: each times its share of --batches of every pipeline in turn",
+    )
+    pipeline.add_argument(
+        "--images",
+        type=_positive_int,
+        default=5000,
+        help="random CIFAR-shaped images the pipelines draw batches from",
+    )
+    pipeline.add_argument(
+        "--workers",
+        type=_nonneg_int,
+        nargs="+",
+        default=[0, 2],
+        help="DataLoader num_workers, one row each",
     )
     pipeline.add_argument("--output", help="also write the Markdown table to this file")
     pipeline.set_defaults(handler=_run_bench_pipeline)
@@ -150,8 +217,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="hours `reproduce table2` takes here: each row's throughput at its recipe's batches",
     )
     budget.add_argument("--models", nargs="+", help="rows (default: every Table 2 row)")
-    budget.add_argument("--device", default="cpu")
-    budget.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds")
+    budget.add_argument("--device", default="cpu", help=_DEVICE_HELP)
+    budget.add_argument("--rounds", type=_positive_int, default=5, help=_ROUNDS_HELP)
     budget.add_argument(
         "--compile-mode",
         help="also measure under torch.compile with this mode (default, reduce-overhead, ...)",
@@ -183,11 +250,15 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         nargs="*",
         metavar="TARGET",
         default=["stftnet_b8_f128", "mobilenetv2"],
-        help="model names, or layer:C,F,n,impl for one layer "
-        "[default: stftnet_b8_f128 mobilenetv2]",
+        help="model names, or layer:C,F,n,impl for one layer",
     )
-    compiled.add_argument("--steps", type=_positive_int, default=10, help="timed steps (median)")
-    compiled.add_argument("--device", default="cpu")
+    compiled.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=10,
+        help="training steps timed eager and compiled (the table gives the median)",
+    )
+    compiled.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     compiled.add_argument("--mode", help="torch.compile mode, e.g. reduce-overhead (CUDA)")
     compiled.add_argument("--output", help="also write the Markdown table to this file")
     compiled.set_defaults(handler=_run_bench_compile)
@@ -195,15 +266,15 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "models", parents=_COMMON, help="every model: params, MACs, speed, memory"
     )
     models.add_argument("--models", nargs="+", help="names (default: every registered model)")
-    models.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds")
+    models.add_argument("--rounds", type=_positive_int, default=5, help=_ROUNDS_HELP)
     models.add_argument(
         "--runtime",
         choices=("pytorch", "onnxruntime"),
         default="pytorch",
         help=(
-            "onnxruntime: each model's ONNX export (written to a temporary folder) in "
-            "onnxruntime on the CPU, batch-1 latency and batch-64 throughput, beside the "
-            "unmodified model in PyTorch eager"
+            "pytorch: every model in PyTorch; onnxruntime: each model's ONNX export "
+            "(written to a temporary folder) in onnxruntime on the CPU, batch-1 latency and "
+            "batch-64 throughput, beside the unmodified model in PyTorch eager"
         ),
     )
     models.add_argument(
@@ -215,8 +286,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
             "int8: the portable graph quantized, calibrated on random images, for speed)"
         ),
     )
-    models.add_argument("--device", default="cpu")
-    models.add_argument("--channels-last", action="store_true")
+    models.add_argument("--device", default="cpu", help=_DEVICE_HELP)
+    models.add_argument(
+        "--channels-last", action="store_true", help="models and inputs in channels_last"
+    )
     models.add_argument(
         "--compile-mode",
         help="run every model under torch.compile with this mode (default, reduce-overhead "
@@ -233,16 +306,20 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         parents=_COMMON,
         help="dwstft.lpq images/s against a straightforward NumPy/SciPy LPQ",
     )
-    lpq.add_argument("--images", type=_positive_int, default=256, help="crops per batch")
+    lpq.add_argument(
+        "--images", type=_positive_int, default=256, help="random crops each timed call takes"
+    )
     lpq.add_argument("--size", type=_positive_int, default=128, help="crop side in pixels")
-    lpq.add_argument("--window-size", type=_positive_int, default=7, help="odd, >= 3")
-    lpq.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds")
-    lpq.add_argument("--device", default="cpu")
+    lpq.add_argument(
+        "--window-size", type=_positive_int, default=7, help="LPQ window side, odd, >= 3"
+    )
+    lpq.add_argument("--rounds", type=_positive_int, default=5, help=_ROUNDS_HELP)
+    lpq.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     lpq.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also time lpq(compile=True), after its first call (default: %(default)s)",
+        help="also time lpq(compile=True), after its first call",
     )
     lpq.add_argument("--output", help="also write the Markdown table to this file")
     lpq.set_defaults(handler=_run_bench_lpq)
@@ -563,12 +640,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         parents=_COMMON,
         help="train a registered model on CIFAR-10/100, digits or moving-digits clips",
         description=(
-            "Train with a recipe: paper (Adam, lr 0.01, batch 64 then 128 for the last "
-            "quarter of the epochs), fast (AdamW, warm-up + cosine, label smoothing), "
-            "baseline (weiaicunzai/pytorch-cifar100's, which produced Table 2's CIFAR-100 "
-            "baseline numbers: SGD momentum 0.9, lr 0.1 x0.2 at epochs 60/120/160 of 200, "
-            "weight decay 5e-4, batch 128, crop + flip + rotation) or any other listed under "
-            "--recipe. Every option below overrides the recipe's value; "
+            "Train with one of three recipes (--recipe): paper (Adam, lr 0.01, batch 64 then "
+            "128 for the last quarter of the epochs), fast (AdamW, warm-up + cosine, label "
+            "smoothing) or baseline (weiaicunzai/pytorch-cifar100's, which produced Table 2's "
+            "CIFAR-100 baseline numbers: SGD momentum 0.9, lr 0.1 x0.2 at epochs 60/120/160 "
+            "of 200, weight decay 5e-4, batch 128, crop + flip + rotation). Every option "
+            "below overrides the recipe's value; "
             "defaults are shown per recipe. A new run needs --model, --dataset and --output; "
             "--resume needs only the checkpoint. Writes config.json, metrics.jsonl, "
             "summary.csv, curves.png, best.safetensors and last.pt to --output. Under "
@@ -749,9 +826,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="default: the dataset recorded in the checkpoint")
     p.add_argument("--data-dir", help="where CIFAR is found or downloaded to")
     p.add_argument("--device", help="default: cuda if available, else cpu")
-    p.add_argument("-b", "--batch-size", type=_positive_int, default=500)
+    p.add_argument(
+        "-b", "--batch-size", type=_positive_int, default=500, help="images per forward pass"
+    )
     p.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on CUDA)")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--channels-last", action="store_true", help="model and inputs in channels_last")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_run_eval)
 
@@ -793,7 +872,12 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
         "basis", parents=_COMMON, help="the 8 real/imaginary STFT kernels for each n"
     )
     basis.add_argument(
-        "--kernel-size", type=int, nargs="+", default=[3, 5, 7], metavar="N", help="odd n >= 3"
+        "--kernel-size",
+        type=int,
+        nargs="+",
+        default=[3, 5, 7],
+        metavar="N",
+        help="odd n >= 3, one row of kernels each",
     )
     features = what.add_parser(
         "features", parents=_COMMON, help="an image and its Depthwise-STFT maps"
@@ -801,7 +885,9 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
     features.add_argument(
         "--image", required=True, help="PNG/JPEG file, or digits:N (scikit-learn's N-th digit)"
     )
-    features.add_argument("--kernel-size", type=int, default=3, metavar="N")
+    features.add_argument(
+        "--kernel-size", type=int, default=3, metavar="N", help="the bank's odd n >= 3"
+    )
     features.add_argument(
         "--max-size",
         type=_nonneg_int,
@@ -813,18 +899,18 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
     )
     curves.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="holds metrics.jsonl")
     curves.add_argument("--labels", nargs="+", help="legend names, one per RUN_DIR")
-    curves.add_argument("--title", default="")
+    curves.add_argument("--title", default="", help="figure title (none by default)")
     pareto = what.add_parser(
         "pareto", parents=_COMMON, help="one point per model of `dwstft bench models`"
     )
     pareto.add_argument("bench", metavar="BENCH_JSON", help="written by `dwstft bench models`")
-    pareto.add_argument("--x", default="params", help="numeric field for x (default: params)")
-    pareto.add_argument(
-        "--y", default="train_ips_b64", help="numeric field for y (default: train_ips_b64)"
-    )
+    pareto.add_argument("--x", default="params", help="numeric field of BENCH_JSON for x")
+    pareto.add_argument("--y", default="train_ips_b64", help="numeric field of BENCH_JSON for y")
     pareto.add_argument("--logx", action="store_true", help="logarithmic x axis")
     for picture in (basis, features, curves, pareto):
-        picture.add_argument("--output", required=True, metavar="FILE.png")
+        picture.add_argument(
+            "--output", required=True, metavar="FILE.png", help="the PNG file to write"
+        )
     p.set_defaults(handler=_run_viz)
 
 
@@ -877,7 +963,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "--checkpoint", required=True, help="best.safetensors, last.pt or a saved state dict"
     )
     p.add_argument("--model", help="registered name (default: recorded in the checkpoint)")
-    p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=("onnx", "torchscript"),
+        help="onnx (needs dwstft[export]) or TorchScript",
+    )
     p.add_argument(
         "--optimize",
         choices=("onnxruntime", "portable", "fold", "none"),
@@ -894,7 +985,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "dense", "bank"),
         default="auto",
         help=(
-            "STFT layers as the dense folded conv or the bank + 1x1 (default auto: timed in "
+            "STFT layers as the dense folded conv or the bank + 1x1 (auto: timed in "
             "onnxruntime per layer under --optimize onnxruntime, dense under portable)"
         ),
     )
@@ -940,7 +1031,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "--calibration-images",
         type=_positive_int,
         default=1024,
-        help="training images used for calibration (default 1024; all if fewer)",
+        help="training images used for calibration (all if fewer)",
     )
     quant.add_argument("--data-dir", help="where CIFAR is found")
     p.set_defaults(handler=_run_export)
@@ -1087,7 +1178,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=["cifar10", "cifar100"],
         choices=["cifar10", "cifar100", "digits"],
-        help="digits: an offline smoke test of the whole harness",
+        help="datasets every row trains on; digits: an offline smoke test of the harness",
     )
     t2.add_argument(
         "--models",
@@ -1100,12 +1191,16 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         "--recipe",
         choices=["auto", "paper", "fast", "baseline"],
         default="auto",
-        help="auto (default): each row's source recipe; any other: that recipe for every row",
+        help="auto: each row's source recipe; paper, fast or baseline: that one for every row",
     )
     t2.add_argument("--epochs", type=_positive_int, help="default: each row's recipe's")
     t2.add_argument("--device", help="default: cuda if available, else cpu")
-    t2.add_argument("--seed", type=int, default=0)
-    t2.add_argument("--output", default="runs/table2", help="one run folder per row")
+    t2.add_argument("--seed", type=int, default=0, help="training seed of every row")
+    t2.add_argument(
+        "--output",
+        default="runs/table2",
+        help="folder of reproduction.md and of one run folder per row",
+    )
     t2.set_defaults(handler=_run_reproduce)
 
 

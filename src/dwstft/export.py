@@ -11,7 +11,6 @@ packages (``pip install 'dwstft[export]'``); they are imported only when used.
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib.util
 import io
 import logging
@@ -31,7 +30,7 @@ from dwstft._atomic import atomic_write_bytes, prepare_output_file
 from dwstft.bench.complexity import count_params
 from dwstft.deploy import FORM_CHOICES, FormTiming, Rewrites, choose_layer_forms, deployment_model
 from dwstft.errors import DwstftError, MissingDependencyError, OutputPathError
-from dwstft.layers import DepthwiseSTFTSeparable, MultiScaleSTFTSeparable
+from dwstft.layers import FOLDABLE, fold_model
 from dwstft.models import create_model
 
 if TYPE_CHECKING:  # dwstft.quantize loads the datasets' dependencies: imported when used
@@ -46,35 +45,9 @@ QUANTIZATIONS = ("int8",)
 #: operators; "fold", only the Depthwise-STFT layers folded (``fold_model``); "none", the
 #: model as it is.
 OPTIMIZATIONS = ("onnxruntime", "portable", "fold", "none")
-#: Layers ``fold_model`` replaces by their ``.fold()`` convolution.
-FOLDABLE = (DepthwiseSTFTSeparable, MultiScaleSTFTSeparable)
 #: Largest accepted max |exported - PyTorch| per unit of output scale (max(1, max |logit|)).
 TOLERANCE = 1e-4
 _ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
-
-
-def fold_model(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with every ``DepthwiseSTFTSeparable`` and
-    ``MultiScaleSTFTSeparable`` replaced by its ``.fold()`` ``nn.Conv2d`` (in the same
-    train/eval mode). Other modules, ReLPU included (its ReLU sits between the fixed bank
-    and the trainable 1×1, so it does not fold), are copied unchanged.
-
-    The copy computes the same function as ``model`` up to float rounding (about 1e-6
-    relative in float32); it has more parameters wherever n² > 8 (an n×n kernel per
-    input/output channel pair instead of 8 pointwise weights).
-    """
-    if isinstance(model, FOLDABLE):
-        return model.fold().train(model.training)
-    folded = copy.deepcopy(model)
-    targets = [
-        (parent, name, child)
-        for parent in folded.modules()
-        for name, child in parent.named_children()
-        if isinstance(child, FOLDABLE)
-    ]
-    for parent, name, child in targets:
-        setattr(parent, name, child.fold().train(child.training))
-    return folded
 
 
 def load_state_dict_file(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:

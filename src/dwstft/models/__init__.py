@@ -9,7 +9,7 @@ from dwstft.models import (  # noqa: F401  (importing registers the models)
     stftnet,
     video,
 )
-from dwstft.models.features import FeatureExtractor, FeatureInfo
+from dwstft.models.features import FeatureExtractor, FeatureInfo, FeatureInfoList
 from dwstft.models.registry import (
     PaperReference,
     create_model,
@@ -22,6 +22,7 @@ from dwstft.models.registry import (
 __all__ = [
     "FeatureExtractor",
     "FeatureInfo",
+    "FeatureInfoList",
     "PaperReference",
     "create_model",
     "list_models",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dwstft.models.features import FeatureInfo, feature_info, forward_intermediates
+from dwstft.models.features import FeatureInfoList, feature_info, forward_intermediates
 
 
 class ImageClassifier(nn.Module):
@@ -41,9 +41,10 @@ class ImageClassifier(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     @property
-    def feature_info(self) -> list[FeatureInfo]:
-        """One entry per stage end (channels, reduction, module name); see
-        :mod:`dwstft.models.features`."""
+    def feature_info(self) -> FeatureInfoList:
+        """One entry per stage end (channels, reduction, module name), with timm's
+        ``channels()``, ``reduction()``, ``module_name()``, ``get_dicts()``; see
+        :class:`dwstft.models.features.FeatureInfoList`."""
         return feature_info(self)
 
     def forward_intermediates(
