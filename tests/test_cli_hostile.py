@@ -114,6 +114,26 @@ def test_missing_data_while_offline_says_where_to_put_it(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("data_dir", ["new", "new/deeper"])
+def test_a_failed_download_removes_the_folders_it_created(tmp_path, data_dir):
+    proc = run(*TRAIN_DIGITS[:3], "--dataset", "cifar10", "--data-dir", data_dir,
+               "--output", "o", cwd=tmp_path, env=OFFLINE)  # fmt: skip
+    assert_clean_error(proc, "train", "cifar-10-python.tar.gz", data_dir)
+    assert tree(tmp_path) == set()
+
+
+def test_a_failed_download_keeps_a_folder_that_was_there(tmp_path):
+    (tmp_path / "mine" / "empty").mkdir(parents=True)
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    before = tree(tmp_path)
+    for data_dir in ("mine", "mine/empty", "mine/empty/new"):
+        proc = run(*TRAIN_DIGITS[:3], "--dataset", "cifar100", "--data-dir", data_dir,
+                   "--output", "o", cwd=tmp_path, env=OFFLINE)  # fmt: skip
+        assert_clean_error(proc, "train", "cifar-100-python.tar.gz", data_dir)
+        assert tree(tmp_path) == before
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
 # --- damaged checkpoints ----------------------------------------------------------------
 
 
