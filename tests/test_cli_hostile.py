@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from cifar_archive import dump, make_batch, write_folder
 from dwstft.data import CIFAR_SPECS
+from dwstft.models import create_model
 from dwstft.train import make_config, train
 
 pytestmark = pytest.mark.slow
@@ -197,6 +199,44 @@ def test_eval_of_a_damaged_checkpoint(tmp_path, finished_run, suffix, damage):
     proc = run("eval", "--checkpoint", str(bad), "--model", "stftnet_b8_f128",
                "--dataset", "digits", cwd=tmp_path)  # fmt: skip
     assert_clean_error(proc, "eval", str(bad))
+
+
+def key_counts(saved: dict, model: str) -> tuple[int, int]:
+    """(missing, unexpected): keys of ``model`` (10 classes, 1 channel) not in ``saved``,
+    and keys of ``saved`` not in the model."""
+    expected = set(create_model(model, num_classes=10, in_chans=1).state_dict())
+    return len(expected - set(saved)), len(set(saved) - expected)
+
+
+@pytest.mark.parametrize("command", ["eval", "export"])
+def test_weights_of_another_model_are_counted_not_listed(tmp_path, command):
+    # A safetensors file without metadata: nothing records which model it holds.
+    state = create_model("stftnet_b8_f128", num_classes=10, in_chans=1).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "w.safetensors"))
+    args = {"eval": ["--dataset", "digits"], "export": ["--format", "onnx"]}[command]
+    proc = run(command, "--checkpoint", "w.safetensors", "--model", "shufflenetv2", *args,
+               cwd=tmp_path)  # fmt: skip
+    missing, unexpected = key_counts(state, "shufflenetv2")
+    line = assert_clean_error(
+        proc, command, "'shufflenetv2'", f"{missing} missing keys (first: ",
+        f"{unexpected} unexpected keys (first: ",
+    )  # fmt: skip
+    assert len(line) < 500, line
+
+
+def test_resume_of_another_models_weights_counts_the_keys(tmp_path, finished_run):
+    saved = torch.load(finished_run / "last.pt", weights_only=True)
+    other = create_model("shufflenetv2", num_classes=10, in_chans=1).state_dict()
+    bad = tmp_path / "run" / "last.pt"
+    bad.parent.mkdir()
+    torch.save({**saved, "model": other}, bad)
+    proc = run("train", "--resume", str(bad), cwd=tmp_path)
+    missing, unexpected = key_counts(other, "stftnet_b8_f128")
+    line = assert_clean_error(
+        proc, "train", str(bad), f"{missing} missing keys (first: ",
+        f"{unexpected} unexpected keys (first: ",
+    )  # fmt: skip
+    assert len(line) < 500, line
 
 
 # --- outputs ----------------------------------------------------------------------------

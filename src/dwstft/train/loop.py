@@ -48,6 +48,7 @@ from dwstft.errors import CheckpointError, DwstftError
 from dwstft.models import create_model
 from dwstft.train.checkpoint import (
     atomic_write_text,
+    key_mismatch,
     load_checkpoint,
     save_checkpoint,
     save_weights,
@@ -300,22 +301,37 @@ def _restore(run: _Run, saved: dict[str, Any], path: str) -> None:
     Raises:
         CheckpointError: the saved weights or optimizer state do not fit the run's model.
     """
+    load_errors = (RuntimeError, ValueError, KeyError, TypeError)
     try:
         run.model.load_state_dict(saved["model"])
+    except load_errors as err:
+        keys = key_mismatch(run.model.state_dict(), saved["model"])
+        raise _misfit(run, path, keys or _first_two_lines(err)) from None
+    try:
         run.optimizer.load_state_dict(saved["optimizer"])
         if run.scaler is not None and saved["scaler"]:
             run.scaler.load_state_dict(saved["scaler"])
-    except (RuntimeError, ValueError, KeyError, TypeError) as err:
-        first = str(err).strip().splitlines()
-        raise CheckpointError(
-            f"checkpoint {path!r} does not fit model {run.config.model!r} "
-            f"({first[0] if first else type(err).__name__}"
-            f"{'; ' + first[1].strip() if len(first) > 1 else ''}); it was saved from another "
-            "model or is damaged"
-        ) from None
+    except load_errors as err:
+        raise _misfit(run, path, _first_two_lines(err)) from None
     run.epoch = run.saved_epoch = int(saved["epoch"])
     run.best = dict(saved["best"])
     run.history = [dict(r) for r in saved["history"]]
+
+
+def _first_two_lines(error: BaseException) -> str:
+    """The first two lines of ``error``'s message (torch's heading and first complaint),
+    or its type's name when it has none."""
+    first = str(error).strip().splitlines()
+    if not first:
+        return type(error).__name__
+    return first[0] + ("; " + first[1].strip() if len(first) > 1 else "")
+
+
+def _misfit(run: _Run, path: str, detail: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path!r} does not fit model {run.config.model!r} ({detail}); it was "
+        "saved from another model or is damaged"
+    )
 
 
 def _fit(run: _Run) -> TrainResult:
