@@ -3,17 +3,23 @@
 Every case runs ``dwstft`` in a subprocess, as a user would, and asserts: exit status 2, a
 message on one line that names the problem (``dwstft <command>: error: ...``), no
 traceback, nothing executed, nothing written outside the output the user named, and no
-half-written output left behind.
+half-written output left behind. Signals are the exception: Ctrl-C exits 130 and SIGTERM
+143, each with one message and no traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -378,6 +384,78 @@ def test_resume_removes_the_litter_of_a_hard_kill(tmp_path, finished_run):
     proc = run("train", "--resume", str(copy / "last.pt"), "--epochs", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert not any(p.exists() for p in litter) and keep.exists()
+
+
+# --- signals: Ctrl-C exits 130, SIGTERM 143, each with one message and no traceback ------
+
+
+def start(*args: str, cwd: Path) -> tuple[subprocess.Popen, Path]:
+    """``dwstft ARGS`` started in ``cwd``; returns the process and the file its stderr
+    goes to."""
+    environment = {k: v for k, v in os.environ.items() if k != "DWSTFT_DEBUG"}
+    fd, name = tempfile.mkstemp(prefix="stderr-", suffix=".txt", dir=cwd)
+    with os.fdopen(fd, "w") as err:
+        proc = subprocess.Popen(
+            [DWSTFT, *args], cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=err
+        )
+    return proc, Path(name)
+
+
+def wait_until(condition: Callable[[], bool], proc: subprocess.Popen, what: str) -> None:
+    """Poll ``condition`` every 5 ms while ``proc`` runs (at most 300 s)."""
+    deadline = time.monotonic() + 300
+    while True:
+        with contextlib.suppress(OSError):
+            if condition():
+                return
+        assert proc.poll() is None, f"dwstft ended (status {proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.005)
+
+
+def nonblank_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads /proc/PID/maps")
+def test_ctrl_c_while_torch_is_imported_is_one_line(tmp_path):
+    proc, err = start(*TRAIN_DIGITS, "--output", "run", cwd=tmp_path)
+    maps = Path(f"/proc/{proc.pid}/maps")
+    # torch's shared libraries are mapped: its import (a second or more) has begun
+    wait_until(lambda: "/torch/lib/" in maps.read_text(), proc, "torch's import")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=300) == 130, err.read_text()
+    assert nonblank_lines(err) == ["interrupted"], err.read_text()
+
+
+def test_a_killed_runs_lock_file_is_reused_and_sigterm_saves_last_pt(tmp_path):
+    new_run = [*TRAIN_DIGITS, "--recipe", "fast", "--epochs", "1", "--output", "run"]
+    folder = tmp_path / "run"
+    last, lock = folder / "last.pt", folder / ".dwstft.lock"
+    resume = ["train", "--resume", str(last)]
+    # kill -9 once last.pt (before epoch 1) exists: the kernel drops the lock, its file stays
+    proc, _ = start(*new_run, cwd=tmp_path)
+    wait_until(last.exists, proc, "last.pt")
+    proc.kill()
+    proc.wait(timeout=60)
+    assert lock.read_text() == f"process {proc.pid}"
+    # SIGTERM in epoch 1 of the resumed run: last.pt is named, exit 143, no lock file left
+    proc, err = start(*resume, cwd=tmp_path)
+    wait_until(lambda: "epoch 1/1" in err.read_text(), proc, "epoch 1")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 143, err.read_text()
+    assert "Traceback" not in err.read_text()
+    assert [line for line in nonblank_lines(err) if "last.pt" in line] == [
+        f"terminated by SIGTERM; {last} holds the state after epoch 0. Resume with: "
+        f"dwstft train --resume {last}"
+    ]
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    assert not lock.exists() and not list(folder.glob(".*.tmp"))
+    # and the run resumes to its end
+    done = run(*resume, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").open()] == [1]
+    assert not lock.exists()
 
 
 # --- small things -----------------------------------------------------------------------

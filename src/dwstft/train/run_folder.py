@@ -7,10 +7,12 @@ included), so a lock never goes stale; a second process that tries while the fir
 is refused at once. The checks that follow (does the folder hold another run?) happen
 under the lock, so two runs started at the same moment cannot both pass them.
 
-The lock file is removed when the run ends, and the folder too if the run created it and
-wrote nothing into it (it failed while setting up). Under the lock, leftovers of an
-interrupted atomic write (``.<file>.<random>.tmp``, see :mod:`dwstft._atomic`) cannot belong
-to a live writer, so they are removed.
+The lock file is removed when the run ends (after SIGTERM too: the ``dwstft`` command turns
+it into an interrupt), and the folder too if the run created it and wrote nothing into it
+(it failed while setting up). Only a process killed outright (``kill -9``, a crash) leaves
+the file behind; the next run in the folder locks that same file and removes it in turn.
+Under the lock, leftovers of an interrupted atomic write (``.<file>.<random>.tmp``, see
+:mod:`dwstft._atomic`) cannot belong to a live writer, so they are removed.
 """
 
 from __future__ import annotations
