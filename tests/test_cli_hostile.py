@@ -3,24 +3,32 @@
 Every case runs ``dwstft`` in a subprocess, as a user would, and asserts: exit status 2, a
 message on one line that names the problem (``dwstft <command>: error: ...``), no
 traceback, nothing executed, nothing written outside the output the user named, and no
-half-written output left behind.
+half-written output left behind. Signals are the exception: Ctrl-C exits 130 and SIGTERM
+143, each with one message and no traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from cifar_archive import dump, make_batch, write_folder
 from dwstft.data import CIFAR_SPECS
+from dwstft.models import create_model
 from dwstft.train import make_config, train
 
 pytestmark = pytest.mark.slow
@@ -114,6 +122,26 @@ def test_missing_data_while_offline_says_where_to_put_it(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("data_dir", ["new", "new/deeper"])
+def test_a_failed_download_removes_the_folders_it_created(tmp_path, data_dir):
+    proc = run(*TRAIN_DIGITS[:3], "--dataset", "cifar10", "--data-dir", data_dir,
+               "--output", "o", cwd=tmp_path, env=OFFLINE)  # fmt: skip
+    assert_clean_error(proc, "train", "cifar-10-python.tar.gz", data_dir)
+    assert tree(tmp_path) == set()
+
+
+def test_a_failed_download_keeps_a_folder_that_was_there(tmp_path):
+    (tmp_path / "mine" / "empty").mkdir(parents=True)
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    before = tree(tmp_path)
+    for data_dir in ("mine", "mine/empty", "mine/empty/new"):
+        proc = run(*TRAIN_DIGITS[:3], "--dataset", "cifar100", "--data-dir", data_dir,
+                   "--output", "o", cwd=tmp_path, env=OFFLINE)  # fmt: skip
+        assert_clean_error(proc, "train", "cifar-100-python.tar.gz", data_dir)
+        assert tree(tmp_path) == before
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
 # --- damaged checkpoints ----------------------------------------------------------------
 
 
@@ -177,6 +205,44 @@ def test_eval_of_a_damaged_checkpoint(tmp_path, finished_run, suffix, damage):
     proc = run("eval", "--checkpoint", str(bad), "--model", "stftnet_b8_f128",
                "--dataset", "digits", cwd=tmp_path)  # fmt: skip
     assert_clean_error(proc, "eval", str(bad))
+
+
+def key_counts(saved: dict, model: str) -> tuple[int, int]:
+    """(missing, unexpected): keys of ``model`` (10 classes, 1 channel) not in ``saved``,
+    and keys of ``saved`` not in the model."""
+    expected = set(create_model(model, num_classes=10, in_chans=1).state_dict())
+    return len(expected - set(saved)), len(set(saved) - expected)
+
+
+@pytest.mark.parametrize("command", ["eval", "export"])
+def test_weights_of_another_model_are_counted_not_listed(tmp_path, command):
+    # A safetensors file without metadata: nothing records which model it holds.
+    state = create_model("stftnet_b8_f128", num_classes=10, in_chans=1).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "w.safetensors"))
+    args = {"eval": ["--dataset", "digits"], "export": ["--format", "onnx"]}[command]
+    proc = run(command, "--checkpoint", "w.safetensors", "--model", "shufflenetv2", *args,
+               cwd=tmp_path)  # fmt: skip
+    missing, unexpected = key_counts(state, "shufflenetv2")
+    line = assert_clean_error(
+        proc, command, "'shufflenetv2'", f"{missing} missing keys (first: ",
+        f"{unexpected} unexpected keys (first: ",
+    )  # fmt: skip
+    assert len(line) < 500, line
+
+
+def test_resume_of_another_models_weights_counts_the_keys(tmp_path, finished_run):
+    saved = torch.load(finished_run / "last.pt", weights_only=True)
+    other = create_model("shufflenetv2", num_classes=10, in_chans=1).state_dict()
+    bad = tmp_path / "run" / "last.pt"
+    bad.parent.mkdir()
+    torch.save({**saved, "model": other}, bad)
+    proc = run("train", "--resume", str(bad), cwd=tmp_path)
+    missing, unexpected = key_counts(other, "stftnet_b8_f128")
+    line = assert_clean_error(
+        proc, "train", str(bad), f"{missing} missing keys (first: ",
+        f"{unexpected} unexpected keys (first: ",
+    )  # fmt: skip
+    assert len(line) < 500, line
 
 
 # --- outputs ----------------------------------------------------------------------------
@@ -349,6 +415,78 @@ def test_resume_removes_the_litter_of_a_hard_kill(tmp_path, finished_run):
     proc = run("train", "--resume", str(copy / "last.pt"), "--epochs", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert not any(p.exists() for p in litter) and keep.exists()
+
+
+# --- signals: Ctrl-C exits 130, SIGTERM 143, each with one message and no traceback ------
+
+
+def start(*args: str, cwd: Path) -> tuple[subprocess.Popen, Path]:
+    """``dwstft ARGS`` started in ``cwd``; returns the process and the file its stderr
+    goes to."""
+    environment = {k: v for k, v in os.environ.items() if k != "DWSTFT_DEBUG"}
+    fd, name = tempfile.mkstemp(prefix="stderr-", suffix=".txt", dir=cwd)
+    with os.fdopen(fd, "w") as err:
+        proc = subprocess.Popen(
+            [DWSTFT, *args], cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=err
+        )
+    return proc, Path(name)
+
+
+def wait_until(condition: Callable[[], bool], proc: subprocess.Popen, what: str) -> None:
+    """Poll ``condition`` every 5 ms while ``proc`` runs (at most 300 s)."""
+    deadline = time.monotonic() + 300
+    while True:
+        with contextlib.suppress(OSError):
+            if condition():
+                return
+        assert proc.poll() is None, f"dwstft ended (status {proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.005)
+
+
+def nonblank_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads /proc/PID/maps")
+def test_ctrl_c_while_torch_is_imported_is_one_line(tmp_path):
+    proc, err = start(*TRAIN_DIGITS, "--output", "run", cwd=tmp_path)
+    maps = Path(f"/proc/{proc.pid}/maps")
+    # torch's shared libraries are mapped: its import (a second or more) has begun
+    wait_until(lambda: "/torch/lib/" in maps.read_text(), proc, "torch's import")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=300) == 130, err.read_text()
+    assert nonblank_lines(err) == ["interrupted"], err.read_text()
+
+
+def test_a_killed_runs_lock_file_is_reused_and_sigterm_saves_last_pt(tmp_path):
+    new_run = [*TRAIN_DIGITS, "--recipe", "fast", "--epochs", "1", "--output", "run"]
+    folder = tmp_path / "run"
+    last, lock = folder / "last.pt", folder / ".dwstft.lock"
+    resume = ["train", "--resume", str(last)]
+    # kill -9 once last.pt (before epoch 1) exists: the kernel drops the lock, its file stays
+    proc, _ = start(*new_run, cwd=tmp_path)
+    wait_until(last.exists, proc, "last.pt")
+    proc.kill()
+    proc.wait(timeout=60)
+    assert lock.read_text() == f"process {proc.pid}"
+    # SIGTERM in epoch 1 of the resumed run: last.pt is named, exit 143, no lock file left
+    proc, err = start(*resume, cwd=tmp_path)
+    wait_until(lambda: "epoch 1/1" in err.read_text(), proc, "epoch 1")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 143, err.read_text()
+    assert "Traceback" not in err.read_text()
+    assert [line for line in nonblank_lines(err) if "last.pt" in line] == [
+        f"terminated by SIGTERM; {last} holds the state after epoch 0. Resume with: "
+        f"dwstft train --resume {last}"
+    ]
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    assert not lock.exists() and not list(folder.glob(".*.tmp"))
+    # and the run resumes to its end
+    done = run(*resume, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").open()] == [1]
+    assert not lock.exists()
 
 
 # --- small things -----------------------------------------------------------------------

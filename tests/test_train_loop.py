@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -181,12 +183,58 @@ def test_ctrl_c_in_first_epoch_leaves_a_resumable_checkpoint(tmp_path, monkeypat
     assert main(args) == 130
     err = capsys.readouterr().err
     assert f"dwstft train --resume {tmp_path / 'last.pt'}" in err
+    assert err.splitlines()[-1].startswith("interrupted; ")
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["epoch"] == 0 and state["history"] == []
     monkeypatch.setattr(TinyNet, "on_forward", None)
     assert main(["train", "--resume", str(tmp_path / "last.pt"), "--device", "cpu"]) == 0
     assert [r["epoch"] for r in read_history(tmp_path)] == [1, 2]
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+
+
+def sigterm(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler before kill returns
+    return logits
+
+
+class SigtermNotHandled(Exception):
+    """Raised by the test's own SIGTERM handler: main did not install one (without it,
+    SIGTERM would end the test process)."""
+
+
+def test_sigterm_stops_like_ctrl_c_and_the_resumed_run_is_the_uninterrupted_one(
+    finished_run, tmp_path, monkeypatch, capsys
+):
+    # The same 3-epoch run as finished_run, sent SIGTERM (a scheduler, docker stop) a few
+    # steps into epoch 3, then resumed from the last.pt it names.
+    def unhandled(signum, frame):
+        raise SigtermNotHandled
+
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        monkeypatch.setattr(
+            TinyNet, "on_forward", after_calls(2 * DIGITS_TRAIN_STEPS_64 + 5, sigterm)
+        )
+        args = ["train", "--model", TINY, "--dataset", "digits", "--epochs", "3"]
+        assert main([*args, "--output", str(tmp_path), "--device", "cpu"]) == 143
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # main put it back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    last = tmp_path / "last.pt"
+    assert [line for line in err.splitlines() if "last.pt" in line or "SIGTERM" in line] == [
+        f"terminated by SIGTERM; {last} holds the state after epoch 2. Resume with: "
+        f"dwstft train --resume {last}"
+    ]
+    assert load_checkpoint(last)["epoch"] == 2
+    assert not (tmp_path / ".dwstft.lock").exists()
+    monkeypatch.setattr(TinyNet, "on_forward", None)
+    assert main(["train", "--resume", str(last), "--device", "cpu"]) == 0
+    resumed = read_history(tmp_path)
+    expected = [r["test_loss"] for r in finished_run.history]
+    delta = max(abs(r["test_loss"] - e) for r, e in zip(resumed, expected, strict=True))
+    assert delta <= 1e-6
+    assert [r["test_acc"] for r in resumed] == [r["test_acc"] for r in finished_run.history]
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):

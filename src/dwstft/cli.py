@@ -4,10 +4,13 @@ the modules it calls (imported lazily, so ``dwstft --help`` stays fast)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from dwstft._allocator import configure_allocator
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
 EXIT_USAGE = 2
 #: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
+#: Exit status after SIGTERM (128 + SIGTERM): a scheduler, ``docker stop`` or ``kill``.
+EXIT_TERMINATED = 143
 #: Setting this environment variable to 1 shows tracebacks for expected failures too.
 DEBUG_ENV = "DWSTFT_DEBUG"
 #: Failures the user can cause and fix: rendered on one line, exit status 2. Anything else
@@ -85,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Expected failures (bad input, damaged files, a busy run folder, a missing "
             "device) print one line 'dwstft <command>: error: ...' and exit with status 2; "
-            "a non-finite loss exits 1, Ctrl-C 130."
+            "a non-finite loss exits 1, Ctrl-C 130, SIGTERM 143."
         ),
     )
     sub = parser.add_subparsers(
@@ -1252,22 +1257,67 @@ def _command_name(args: argparse.Namespace) -> str:
     return " ".join(words)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: the command stops as after Ctrl-C (training saves ``last.pt`` and
+    names it) and exits with :data:`EXIT_TERMINATED`."""
+
+    exit_status = EXIT_TERMINATED
+
+    def __init__(self) -> None:
+        super().__init__("terminated by SIGTERM")
+
+
+@contextlib.contextmanager
+def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`Terminated` in the main thread;
+    further SIGTERMs are ignored while it stops, so that a second one (a process group
+    signalled twice, as under torchrun) cannot cut the final save short. The previous
+    handler is put back afterwards. Nothing changes outside the main thread (where Python
+    cannot set handlers) or where SIGTERM is ignored (as the launcher asked)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    ):
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status.
 
     The one error boundary of the command: an expected failure (:data:`EXPECTED_ERRORS`)
     prints ``dwstft <command>: error: <message>`` on one line and returns its
     ``exit_status`` (2, or 1 for a diverged training); with ``--debug`` or
-    ``DWSTFT_DEBUG=1`` it is re-raised with its traceback. Ctrl-C prints what survives
-    (the checkpoint to resume from, when training) and returns 130.
+    ``DWSTFT_DEBUG=1`` it is re-raised with its traceback. Ctrl-C, from the start (torch
+    is imported in here, not before), prints what survives (the checkpoint to resume from,
+    when training) and returns 130; SIGTERM does the same and returns 143.
     """
-    configure_allocator()
-    args = build_parser().parse_args(argv)
+    with _sigterm_stops_like_ctrl_c():
+        try:
+            configure_allocator()
+            args = build_parser().parse_args(argv)
+            return _run(args)
+        except KeyboardInterrupt as interrupt:
+            status = getattr(interrupt, "exit_status", EXIT_INTERRUPTED)
+            start = "\n" if status == EXIT_INTERRUPTED else ""  # after the terminal's ^C
+            print(f"{start}{str(interrupt) or 'interrupted'}", file=sys.stderr)
+            return status
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command; an expected failure becomes one line and its exit status."""
     try:
         return int(args.handler(args) or 0)
-    except KeyboardInterrupt as interrupt:
-        print(f"\n{interrupt or 'interrupted'}", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except EXPECTED_ERRORS as error:
         if args.debug or os.environ.get(DEBUG_ENV) == "1":
             raise

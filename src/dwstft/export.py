@@ -32,6 +32,7 @@ from dwstft.deploy import FORM_CHOICES, FormTiming, Rewrites, choose_layer_forms
 from dwstft.errors import DwstftError, MissingDependencyError, OutputPathError
 from dwstft.layers import FOLDABLE, fold_model
 from dwstft.models import create_model
+from dwstft.train.checkpoint import counted, key_mismatch
 
 if TYPE_CHECKING:  # dwstft.quantize loads the datasets' dependencies: imported when used
     from dwstft.quantize import DatasetArrays, QuantizedAccuracy
@@ -174,27 +175,20 @@ def check_state_fits(model: nn.Module, state: Mapping[str, torch.Tensor], name: 
     """Raise ValueError unless ``state`` has exactly ``model``'s keys and shapes, naming
     the first differences."""
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
     wrong = [
         f"{k}: {tuple(state[k].shape)} (model: {tuple(v.shape)})"
         for k, v in expected.items()
         if k in state and state[k].shape != v.shape
     ]
-    if missing or unexpected or wrong:
-        parts = [
-            f"{len(items)} {kind} (first: {', '.join(items[:3])})"
-            for kind, items in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("shape mismatches", wrong),
-            )
-            if items
-        ]
+    parts = [key_mismatch(expected, state)]
+    if wrong:
+        parts.append(counted("shape mismatches", wrong))
+    detail = "; ".join(part for part in parts if part)
+    if detail:
         classes = getattr(model, "num_classes", "?")
         raise ValueError(
             f"the checkpoint does not fit --model {name!r} (num_classes={classes}): "
-            f"{'; '.join(parts)}. Expected weights saved from {name!r}; check --model, "
+            f"{detail}. Expected weights saved from {name!r}; check --model, "
             "--num-classes and --in-chans"
         )
 

@@ -16,6 +16,7 @@ the handful of globals a numpy array needs, so nothing in the file can run code.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
 import hashlib
 import os
@@ -271,9 +272,22 @@ def download_archive(spec: CifarSpec, data_dir: Path) -> Path:
 
     Writes to a temporary file in ``data_dir`` and renames it only after the MD5 matches.
     Raises :class:`DatasetNotFoundError` when the URL cannot be reached and
-    :class:`CorruptArchiveError` when the download fails its MD5 check.
+    :class:`CorruptArchiveError` when the download fails its MD5 check. A download that
+    fails (or is interrupted) removes the folders it created for ``data_dir``, if they
+    are still empty; folders that were there stay.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
+    created = [folder for folder in (data_dir, *data_dir.parents) if not folder.exists()]
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return _download(spec, data_dir)
+    except BaseException:
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _download(spec: CifarSpec, data_dir: Path) -> Path:
     target = data_dir / spec.archive
     fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.archive}-", suffix=".part", dir=data_dir)
     tmp = Path(tmp_name)

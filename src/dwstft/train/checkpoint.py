@@ -9,7 +9,7 @@ so it loads with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "key_mismatch",
     "load_checkpoint",
     "load_weights",
     "save_checkpoint",
@@ -129,6 +130,24 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise _damaged(path, _first_line(err)) from err
     _check_structure(path, state)
     return state
+
+
+def counted(kind: str, items: Sequence[str], shown: int = 3) -> str:
+    """``"12 missing keys (first: a, b, c)"``: how many ``items`` and the first ``shown``."""
+    return f"{len(items)} {kind} (first: {', '.join(items[:shown])})"
+
+
+def key_mismatch(expected: Iterable[str], found: Iterable[str]) -> str:
+    """How the keys of a state dict (``found``) differ from a model's (``expected``), in
+    counts and first keys: ``"336 missing keys (first: ...); 184 unexpected keys (first:
+    ...)"``, each part only when there are such keys; "" when the keys agree. A state dict
+    of another model can differ in hundreds of keys, so they are never all listed."""
+    expected, found = list(expected), list(found)
+    known, present = set(expected), set(found)
+    missing = [key for key in expected if key not in present]
+    unexpected = [key for key in found if key not in known]
+    parts = (("missing keys", missing), ("unexpected keys", unexpected))
+    return "; ".join(counted(kind, keys) for kind, keys in parts if keys)
 
 
 def save_weights(

@@ -96,7 +96,7 @@ def evaluate_checkpoint(
     ``count``.
     """
     from dwstft.models import create_model
-    from dwstft.train.checkpoint import load_weights
+    from dwstft.train.checkpoint import key_mismatch, load_weights
 
     state, info = load_weights(checkpoint)
     model_name = _pick("model", model_name, info.get("model"))
@@ -115,9 +115,10 @@ def evaluate_checkpoint(
         model.load_state_dict(state)
     except RuntimeError as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = key_mismatch(model.state_dict(), state) or "; ".join(lines[:2])
         raise CheckpointError(
             f"checkpoint {str(checkpoint)!r} does not fit model {model_name!r} "
-            f"({'; '.join(lines[:2])}); pass the --model it was trained as"
+            f"({detail}); pass the --model it was trained as"
         ) from None
     model.to(dev)
     if channels_last:

@@ -22,7 +22,11 @@ function of the config alone and ``last.pt`` needs no generator states. Resuming
 Ctrl-C: the state at the last completed epoch is what survives. ``last.pt`` is rewritten at
 the end of every epoch, so an interrupt mid-epoch loses only that epoch's partial work; an
 interrupt that lands after an epoch finished but before its files were written writes them
-first. Either way :class:`TrainingInterrupted` names the checkpoint to resume from.
+first. Either way :class:`TrainingInterrupted` names the checkpoint to resume from. The
+``dwstft`` command turns SIGTERM into such an interrupt too (exit status 143). Under
+torchrun, a SIGTERM to torchrun reaches every rank (torchrun passes it on): rank 0, the only
+writer, saves as above and every rank exits. A rank signalled alone exits, and torchrun
+stops the others as after any failed rank.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from dwstft.errors import CheckpointError, DwstftError
 from dwstft.models import create_model
 from dwstft.train.checkpoint import (
     atomic_write_text,
+    key_mismatch,
     load_checkpoint,
     save_checkpoint,
     save_weights,
@@ -103,13 +108,21 @@ class NonFiniteLossError(DwstftError, RuntimeError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped the run; ``checkpoint`` (``last.pt``) holds the state after ``epoch``
-    completed epochs and resumes exactly."""
+    """Ctrl-C (or another interrupt, ``cause``) stopped the run; ``checkpoint``
+    (``last.pt``) holds the state after ``epoch`` completed epochs and resumes exactly.
 
-    def __init__(self, epoch: int, checkpoint: Path) -> None:
+    The message starts with ``cause``'s (default "interrupted"); ``exit_status`` is
+    ``cause``'s, default 130 (128 + SIGINT).
+    """
+
+    def __init__(
+        self, epoch: int, checkpoint: Path, cause: KeyboardInterrupt | None = None
+    ) -> None:
         self.epoch, self.checkpoint = epoch, checkpoint
+        self.exit_status: int = getattr(cause, "exit_status", 130)
+        reason = (str(cause) if cause is not None else "") or "interrupted"
         super().__init__(
-            f"interrupted; {checkpoint} holds the state after epoch {epoch}. Resume with: "
+            f"{reason}; {checkpoint} holds the state after epoch {epoch}. Resume with: "
             f"dwstft train --resume {checkpoint}"
         )
 
@@ -323,22 +336,37 @@ def _restore(run: _Run, saved: dict[str, Any], path: str) -> None:
     Raises:
         CheckpointError: the saved weights or optimizer state do not fit the run's model.
     """
+    load_errors = (RuntimeError, ValueError, KeyError, TypeError)
     try:
         run.model.load_state_dict(saved["model"])
+    except load_errors as err:
+        keys = key_mismatch(run.model.state_dict(), saved["model"])
+        raise _misfit(run, path, keys or _first_two_lines(err)) from None
+    try:
         run.optimizer.load_state_dict(saved["optimizer"])
         if run.scaler is not None and saved["scaler"]:
             run.scaler.load_state_dict(saved["scaler"])
-    except (RuntimeError, ValueError, KeyError, TypeError) as err:
-        first = str(err).strip().splitlines()
-        raise CheckpointError(
-            f"checkpoint {path!r} does not fit model {run.config.model!r} "
-            f"({first[0] if first else type(err).__name__}"
-            f"{'; ' + first[1].strip() if len(first) > 1 else ''}); it was saved from another "
-            "model or is damaged"
-        ) from None
+    except load_errors as err:
+        raise _misfit(run, path, _first_two_lines(err)) from None
     run.epoch = run.saved_epoch = int(saved["epoch"])
     run.best = dict(saved["best"])
     run.history = [dict(r) for r in saved["history"]]
+
+
+def _first_two_lines(error: BaseException) -> str:
+    """The first two lines of ``error``'s message (torch's heading and first complaint),
+    or its type's name when it has none."""
+    first = str(error).strip().splitlines()
+    if not first:
+        return type(error).__name__
+    return first[0] + ("; " + first[1].strip() if len(first) > 1 else "")
+
+
+def _misfit(run: _Run, path: str, detail: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path!r} does not fit model {run.config.model!r} ({detail}); it was "
+        "saved from another model or is damaged"
+    )
 
 
 def _fit(run: _Run) -> TrainResult:
@@ -363,12 +391,12 @@ def _fit(run: _Run) -> TrainResult:
                 _persist(run, new_best=run.best["epoch"] == record["epoch"])
                 tensorboard.log(record)
                 tqdm.write(_epoch_line(record, config.epochs), file=sys.stdout)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if ctx.is_main and run.epoch > run.saved_epoch:
             _persist(run, new_best=run.best["epoch"] == run.epoch)
         if ctx.is_main and run.history:
             _draw_curves(run, run.history[: run.saved_epoch])
-        raise TrainingInterrupted(run.saved_epoch, run.checkpoint_path) from None
+        raise TrainingInterrupted(run.saved_epoch, run.checkpoint_path, interrupt) from None
     finally:
         if tensorboard is not None:
             tensorboard.close()

@@ -13,10 +13,12 @@ there only if the folder's ``config.json`` and ``best.safetensors`` belong to th
 before run ids the settings they record), so a ``last.pt`` copied into another run's folder
 never mixes the two runs.
 
-The lock file is removed when the run ends, and the folder too if the run created it and
-wrote nothing into it (it failed while setting up). Under the lock, leftovers of an
-interrupted atomic write (``.<file>.<random>.tmp``, see :mod:`dwstft._atomic`) cannot belong
-to a live writer, so they are removed.
+The lock file is removed when the run ends (after SIGTERM too: the ``dwstft`` command turns
+it into an interrupt), and the folder too if the run created it and wrote nothing into it
+(it failed while setting up). Only a process killed outright (``kill -9``, a crash) leaves
+the file behind; the next run in the folder locks that same file and removes it in turn.
+Under the lock, leftovers of an interrupted atomic write (``.<file>.<random>.tmp``, see
+:mod:`dwstft._atomic`) cannot belong to a live writer, so they are removed.
 """
 
 from __future__ import annotations
