@@ -511,6 +511,11 @@ def test_a_bad_option_value_is_one_line_too(tmp_path):
     assert_clean_error(proc, "train", "--epochs", "must be an int >= 1", "--help")
 
 
+def test_a_model_table_for_no_classes_is_refused(tmp_path):
+    proc = run("models", "--num-classes", "0", cwd=tmp_path)
+    assert_clean_error(proc, "models", "--num-classes", "must be an int >= 1")
+
+
 def test_debug_shows_the_traceback(tmp_path):
     proc = run(*TRAIN_DIGITS, "--output", "o", "--device", "bogus", "--debug", cwd=tmp_path)
     assert proc.returncode == 1 and "Traceback" in proc.stderr

@@ -346,6 +346,30 @@ def test_a_resumed_run_keeps_its_id_in_an_empty_folder(finished_run, tmp_path, m
     assert recorded_run_ids(tmp_path / "moved") == (original,) * 3
 
 
+def test_a_run_resumed_into_an_empty_folder_is_resumable_there_from_the_start(
+    finished_run, tmp_path, monkeypatch
+):
+    # Interrupted in its first epoch in the new folder, the run names a last.pt that exists
+    # there and holds the resumed state (epoch 2 of 3), so nothing of the old run is lost.
+    monkeypatch.setattr(
+        TinyNet, "on_forward", after_calls(2 * DIGITS_TRAIN_STEPS_64 + 5, interrupt)
+    )
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(tmp_path / "cut"))
+    monkeypatch.setattr(TinyNet, "on_forward", after_calls(3, interrupt))
+    moved = tmp_path / "moved"
+    config = resolve_config(resume=str(tmp_path / "cut" / "last.pt"), output=str(moved))
+    with pytest.raises(TrainingInterrupted) as info:
+        train(config)
+    assert info.value.checkpoint == moved / "last.pt" and info.value.epoch == 2
+    state = load_checkpoint(moved / "last.pt")
+    assert state["epoch"] == 2 and [r["epoch"] for r in state["history"]] == [1, 2]
+    assert [r["epoch"] for r in read_history(moved)] == [1, 2]
+    monkeypatch.setattr(TinyNet, "on_forward", None)
+    resumed = train(resolve_config(resume=str(moved / "last.pt"), device="cpu"))
+    assert [r["test_acc"] for r in resumed.history] == [r["test_acc"] for r in finished_run.history]
+
+
 def run_files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 

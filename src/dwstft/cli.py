@@ -113,7 +113,10 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", parents=_COMMON, help="Markdown table of every registered model")
     p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'stftnet_*'")
     p.add_argument(
-        "--num-classes", type=int, default=100, help="classes of the head the parameters count"
+        "--num-classes",
+        type=_positive_int,
+        default=100,
+        help="classes of the head the parameters count",
     )
     p.set_defaults(handler=_run_models)
 

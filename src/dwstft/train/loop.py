@@ -374,10 +374,14 @@ def _fit(run: _Run) -> TrainResult:
     tensorboard = TensorBoardLogger(run.run_dir) if ctx.is_main else None
     if ctx.is_main:
         atomic_write_text(run.run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
-        if run.saved_epoch < 0:
+        resumed = run.saved_epoch >= 0
+        if not resumed or not run.checkpoint_path.exists():
+            # A new run, or one resumed into another (empty) folder: that folder holds a
+            # resumable last.pt before the first epoch, so an interrupt names a real file.
             _persist(run)
         elif run.history:
             write_history(run.run_dir, run.history)
+        if resumed and run.history:
             _draw_curves(run)
         _announce(run)
     try:
