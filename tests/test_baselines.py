@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from dwstft.bench.complexity import count_macs
+from dwstft.models.complexity import count_macs
 from dwstft.models import create_model, paper_reference
 from dwstft.models.shufflenet import channel_shuffle
 

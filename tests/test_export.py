@@ -4,7 +4,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from dwstft import create_model
-from dwstft.bench.complexity import count_params
+from dwstft.models.complexity import count_params
 from dwstft.cli import main
 from dwstft.export import (
     FOLDABLE,

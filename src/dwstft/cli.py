@@ -122,7 +122,7 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from dwstft.bench.complexity import models_table
+    from dwstft.models.complexity import models_table
     from dwstft.models import list_models
 
     names = list_models(args.pattern)

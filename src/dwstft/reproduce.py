@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dwstft._atomic import atomic_write_text
-from dwstft.bench.complexity import count_macs, count_params
+from dwstft.models.complexity import count_macs, count_params
 from dwstft.errors import RunFolderError
 from dwstft.models import create_model, paper_reference
 from dwstft.models.stftnet import TABLE2
