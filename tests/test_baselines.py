@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from dwstft.models.complexity import count_macs
 from dwstft.models import create_model, paper_reference
+from dwstft.models.complexity import count_macs
 from dwstft.models.shufflenet import channel_shuffle
 
 # Table 2 of Kumawat & Raman (2020): (params in millions at 100 classes, pre-logit width,

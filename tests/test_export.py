@@ -4,7 +4,6 @@ from safetensors.torch import save_file
 from torch import nn
 
 from dwstft import create_model
-from dwstft.models.complexity import count_params
 from dwstft.cli import main
 from dwstft.export import (
     FOLDABLE,
@@ -17,6 +16,7 @@ from dwstft.export import (
 )
 from dwstft.layers import ReLPU
 from dwstft.models import registry
+from dwstft.models.complexity import count_params
 from dwstft.models.stftnet import stftnet
 
 TINY = "_test_tiny_stftnet"

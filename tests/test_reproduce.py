@@ -12,21 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from dwstft import reproduce
 from dwstft.cli import main
 from dwstft.errors import RunFolderError
 from dwstft.models import list_models, register_model
 from dwstft.models.base import ImageClassifier
-from dwstft.reproduce import (
-    PARAMFIT_MODELS,
-    TABLE2_MODELS,
-    recipe_for,
-    run_state,
-    run_table2,
-    write_report,
-)
-from dwstft.train import TrainingInterrupted, make_config
+from dwstft.reproduce import run_state, run_table2, write_report
+from dwstft.train import TrainingInterrupted, make_config, table2
 from dwstft.train.metrics import write_history
+from dwstft.train.table2 import PARAMFIT_MODELS, TABLE2_MODELS, recipe_for
 
 NAMES = ("repro_tiny_a", "repro_tiny_b")
 
@@ -64,7 +57,7 @@ def saved_recipe(out: Path, name: str) -> str:
 
 def test_sweep_writes_the_report_and_skips_finished_runs(tmp_path, monkeypatch):
     # auto: a row trains with its source recipe (here b is declared a baseline)
-    monkeypatch.setitem(reproduce.SOURCE_RECIPES, NAMES[1], "baseline")
+    monkeypatch.setitem(table2.SOURCE_RECIPES, NAMES[1], "baseline")
     report = sweep(tmp_path)
     text = report.read_text()
     assert "## digits" in text
@@ -86,7 +79,7 @@ def test_sweep_writes_the_report_and_skips_finished_runs(tmp_path, monkeypatch):
 
 
 def test_one_recipe_for_every_row(tmp_path, monkeypatch):
-    monkeypatch.setitem(reproduce.SOURCE_RECIPES, NAMES[1], "baseline")
+    monkeypatch.setitem(table2.SOURCE_RECIPES, NAMES[1], "baseline")
     run_table2(tmp_path, datasets=("digits",), models=NAMES, recipe="baseline", epochs=1)
     assert [saved_recipe(tmp_path, n) for n in NAMES] == ["baseline", "baseline"]
     assert recipe_for("mobilenet", "auto") == "baseline" == recipe_for("shufflenet_g3", "auto")

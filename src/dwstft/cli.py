@@ -122,8 +122,8 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from dwstft.models.complexity import models_table
     from dwstft.models import list_models
+    from dwstft.models.complexity import models_table
 
     names = list_models(args.pattern)
     if not names:
@@ -395,7 +395,7 @@ def _run_bench_budget(args: argparse.Namespace) -> int:
     from dwstft.bench.budget import format_budget_table, run_budget
     from dwstft.bench.measure import machine_description
     from dwstft.device import resolve_device
-    from dwstft.reproduce import TABLE2_MODELS
+    from dwstft.train.table2 import TABLE2_MODELS
 
     device = resolve_device(args.device)
     if args.capture and device.type != "cuda":
@@ -1214,7 +1214,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
 
 def _run_reproduce(args: argparse.Namespace) -> int:
     from dwstft.models import list_models
-    from dwstft.reproduce import TABLE2_MODELS, run_table2
+    from dwstft.reproduce import run_table2
+    from dwstft.train.table2 import TABLE2_MODELS
 
     models: list[str] = []
     for entry in args.models or TABLE2_MODELS:

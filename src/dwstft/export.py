@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 from dwstft._atomic import atomic_write_bytes, prepare_output_file
-from dwstft.models.complexity import count_params
 from dwstft.deploy import FORM_CHOICES, FormTiming, Rewrites, choose_layer_forms, deployment_model
 from dwstft.errors import DwstftError, MissingDependencyError, OutputPathError
 from dwstft.layers import FOLDABLE, fold_model
 from dwstft.models import create_model
+from dwstft.models.complexity import count_params
 from dwstft.train.checkpoint import counted, key_mismatch
 
 if TYPE_CHECKING:  # dwstft.quantize loads the datasets' dependencies: imported when used

@@ -7,11 +7,10 @@ rest start fresh. ``OUTPUT/reproduction.md`` is rewritten after every run, so a 
 sweep still leaves a readable table.
 
 Recipes: with ``recipe="auto"`` every row trains with the recipe its paper number came from
-(:data:`SOURCE_RECIPES`): the baselines with ``baseline`` (weiaicunzai/pytorch-cifar100's,
-whose CIFAR-100 results Table 2 quotes), STFTNet and the ReLPU network with ``paper``; any
-other name forces one recipe on every row. The report reads the recipe and the epochs of
-each row from its run's ``config.json`` and says, per row, whether the comparison is like
-for like.
+(:mod:`dwstft.train.table2`: the baselines with ``baseline``, STFTNet and the ReLPU network
+with ``paper``); any other name forces one recipe on every row. The report reads the
+recipe and the epochs of each row from its run's ``config.json`` and says, per row,
+whether the comparison is like for like.
 """
 
 from __future__ import annotations
@@ -22,41 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dwstft._atomic import atomic_write_text
-from dwstft.models.complexity import count_macs, count_params
 from dwstft.errors import RunFolderError
 from dwstft.models import create_model, paper_reference
-from dwstft.models.stftnet import TABLE2
+from dwstft.models.complexity import count_macs, count_params
 from dwstft.train.config import RECIPES, TrainConfig, make_config, resolve_config
 from dwstft.train.loop import train
 from dwstft.train.metrics import read_history
+from dwstft.train.table2 import SOURCE_RECIPES, TABLE2_MODELS, recipe_for
 
-BASELINE_MODELS = ("shufflenet", "shufflenet_g3", "shufflenetv2", "mobilenet", "mobilenetv2")
-#: Table 2's rows in the paper's order; ``shufflenet_g3`` (the network behind the ShuffleNet
-#: row's CIFAR-100 number) follows ``shufflenet`` (the row's 800-feature g = 2 network).
-TABLE2_MODELS = (
-    *BASELINE_MODELS,
-    "relpunet",
-    *(f"stftnet_b{b}_f{f}" for b, f in TABLE2),
-)
-#: The parameter-matched STFTNet reading of the same rows (``--models`` may add them).
-PARAMFIT_MODELS = tuple(f"stftnet_paramfit_b{b}_f{f}" for b, f in TABLE2)
 DATASETS = ("cifar10", "cifar100", "digits")
-RECIPE_CHOICES = ("auto", *RECIPES)
-#: The recipe each network's paper number came from; any other network: ``paper``.
-SOURCE_RECIPES = dict.fromkeys(BASELINE_MODELS, "baseline")
 #: Known gaps between a row's network and the network behind the paper's number.
 _NETWORK_NOTES = {
     ("shufflenet", "cifar100"): "paper's number is g = 3 (shufflenet_g3)",
 }
 #: Relative parameter gap to the paper beyond which a row is flagged.
 PARAMS_TOLERANCE = 0.05
-
-
-def recipe_for(model: str, recipe: str) -> str:
-    """The recipe ``model`` trains with: its source recipe under ``"auto"``, else ``recipe``."""
-    if recipe not in RECIPE_CHOICES:
-        raise ValueError(f"recipe must be one of {', '.join(RECIPE_CHOICES)}; got {recipe!r}")
-    return SOURCE_RECIPES.get(model, "paper") if recipe == "auto" else recipe
 
 
 @dataclass

@@ -1,13 +1,13 @@
 """``dwstft bench budget``: what ``dwstft reproduce table2`` costs on this device.
 
-For every Table 2 row, the recipe it trains with (``reproduce.recipe_for``, e.g. the paper's
-batch 64 for 300 epochs then 128 for 100, or the baselines' batch 128 for 200) and the
-training throughput of that network at each of the recipe's batch sizes, measured side by
-side (interleaved rounds, one optimiser step of the recipe's optimiser per call), eager and,
-with ``compile_mode``, under ``torch.compile``, and with ``capture`` (CUDA only) as one
-captured CUDA graph per step (:mod:`dwstft.bench.capture`). The hours are the training images of one
-dataset (50,000 per epoch) over those throughputs, times the datasets; evaluation and data
-loading are not counted.
+For every Table 2 row, the recipe it trains with (``dwstft.train.table2.recipe_for``, e.g.
+the paper's batch 64 for 300 epochs then 128 for 100, or the baselines' batch 128 for 200)
+and the training throughput of that network at each of the recipe's batch sizes, measured
+side by side (interleaved rounds, one optimiser step of the recipe's optimiser per call),
+eager and, with ``compile_mode``, under ``torch.compile``, and with ``capture`` (CUDA only)
+as one captured CUDA graph per step (:mod:`dwstft.bench.capture`). The hours are the
+training images of one dataset (50,000 per epoch) over those throughputs, times the
+datasets; evaluation and data loading are not counted.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dwstft.models import create_model
 from dwstft.train.config import TrainConfig, make_config
 from dwstft.train.evaluate import autocast
 from dwstft.train.optim import build_optimizer
+from dwstft.train.table2 import recipe_for
 
 #: Training images per epoch of CIFAR-10 and CIFAR-100.
 CIFAR_TRAIN_IMAGES = 50_000
@@ -98,8 +99,6 @@ def run_budget(
     (to compare rows at one batch size); the hours use the recipe's own. ``amp`` runs every
     forward and loss under bfloat16 autocast."""
     from tqdm.auto import tqdm
-
-    from dwstft.reproduce import recipe_for
 
     device = torch.device(device)
     rows, candidates = [], {}

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dwstft._atomic import atomic_write_text
-from dwstft.models.complexity import count_macs, count_params
 from dwstft.bench.measure import machine_description, saved_bytes, time_interleaved
 from dwstft.models import create_model, list_models
+from dwstft.models.complexity import count_macs, count_params
 
 REFERENCE_MODEL = "mobilenetv2"
 TRAIN_BATCHES = (64, 128)
