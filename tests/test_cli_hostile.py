@@ -593,7 +593,7 @@ def test_an_exported_digits_checkpoint_runs_on_real_digits(tmp_path, finished_ru
     import onnxruntime
 
     from dwstft.data import load_dataset, normalize
-    from dwstft.export import model_from_checkpoint
+    from dwstft.train.checkpoint import model_from_checkpoint
 
     checkpoint = finished_run / "best.safetensors"
     proc = run("export", "--checkpoint", str(checkpoint), "--format", "onnx", "--output",

@@ -9,22 +9,15 @@ from dwstft.export import (
     FOLDABLE,
     export_model,
     fold_model,
-    infer_model_args,
-    load_state_dict_file,
-    model_from_checkpoint,
     require_onnx,
 )
 from dwstft.layers import ReLPU
 from dwstft.models import registry
 from dwstft.models.complexity import count_params
 from dwstft.models.stftnet import stftnet
+from tiny_stftnet import calibrated, tiny
 
 TINY = "_test_tiny_stftnet"
-
-
-def tiny(num_classes: int = 10, in_chans: int = 3, **kwargs: object) -> nn.Module:
-    """A 2-block STFTNet: every layer kind of the presets, built in milliseconds."""
-    return stftnet(4, 8, num_classes, in_chans, stage_blocks=(1, 1), **kwargs)
 
 
 @pytest.fixture
@@ -32,19 +25,6 @@ def tiny_registered(monkeypatch):
     """``TINY`` in the model registry for this test only."""
     monkeypatch.setitem(registry._MODELS, TINY, tiny)
     return TINY
-
-
-def calibrated(model: nn.Module, in_chans: int = 3, seed: int = 0) -> nn.Module:
-    """Give BatchNorm the running statistics of its inputs (as training would), so that
-    eval-mode logits have a realistic scale; returns the model in eval mode."""
-    torch.manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(16, in_chans, 32, 32))
-    return model.eval()
 
 
 def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -194,39 +174,6 @@ def test_torchscript_scripts_plain_modules(tmp_path):
     model(torch.randn(1, 3, 8, 8))
     report = export_model(model, tmp_path / "m.pt", "torchscript", input_size=(3, 8, 8))
     assert report.method == "torch.jit.script" and report.verification.passed
-
-
-def test_infer_model_args_reads_classes_and_channels(tiny_registered):
-    for classes, chans in ((7, 1), (4, 3)):
-        state = tiny(num_classes=classes, in_chans=chans).state_dict()
-        assert infer_model_args(TINY, state) == (classes, chans)
-    with pytest.raises(ValueError, match=r"no 2-D 'head\.weight'"):
-        infer_model_args(TINY, {})
-
-
-def test_checkpoint_formats_load_the_same_weights(tmp_path, tiny_registered):
-    model = calibrated(tiny(num_classes=5, in_chans=1), in_chans=1)
-    state = model.state_dict()
-    save_file(state, tmp_path / "best.safetensors", metadata={"model": TINY})
-    torch.save({"model": state, "config": {"model": TINY}}, tmp_path / "last.pt")
-    torch.save(state, tmp_path / "raw.pt")
-    for name, recorded in (("best.safetensors", TINY), ("last.pt", TINY), ("raw.pt", None)):
-        loaded, found = load_state_dict_file(tmp_path / name)
-        assert found == recorded and loaded.keys() == state.keys()
-    rebuilt = model_from_checkpoint(tmp_path / "last.pt")
-    assert (rebuilt.name, rebuilt.num_classes, rebuilt.in_chans) == (TINY, 5, 1)
-    x = torch.randn(2, 1, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(rebuilt.model(x), model(x))
-
-
-def test_load_state_dict_file_rejects_other_pickles(tmp_path):
-    torch.save([1, 2, 3], tmp_path / "list.pt")
-    with pytest.raises(ValueError, match="holds no state dict"):
-        load_state_dict_file(tmp_path / "list.pt")
-    (tmp_path / "junk.safetensors").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="not a valid safetensors"):
-        load_state_dict_file(tmp_path / "junk.safetensors")
 
 
 def test_cli_exports_a_safetensors_checkpoint(tmp_path, tiny_registered, capsys):

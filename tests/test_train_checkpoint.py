@@ -7,8 +7,10 @@ import stat
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
+from dwstft.models import registry
 from dwstft.train import (
     atomic_write,
     atomic_write_text,
@@ -17,6 +19,17 @@ from dwstft.train import (
     save_checkpoint,
     save_weights,
 )
+from dwstft.train.checkpoint import infer_model_args, load_state_dict_file, model_from_checkpoint
+from tiny_stftnet import calibrated, tiny
+
+TINY = "_test_tiny_stftnet"
+
+
+@pytest.fixture
+def tiny_registered(monkeypatch):
+    """``TINY`` in the model registry for this test only."""
+    monkeypatch.setitem(registry._MODELS, TINY, tiny)
+    return TINY
 
 
 def leftovers(folder) -> list[str]:
@@ -117,3 +130,36 @@ def test_weights_round_trip_with_metadata(tmp_path):
     assert info == {"model": "m", "epoch": "4"}
     assert weights.keys() == model.state_dict().keys()
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+
+
+def test_infer_model_args_reads_classes_and_channels(tiny_registered):
+    for classes, chans in ((7, 1), (4, 3)):
+        state = tiny(num_classes=classes, in_chans=chans).state_dict()
+        assert infer_model_args(TINY, state) == (classes, chans)
+    with pytest.raises(ValueError, match=r"no 2-D 'head\.weight'"):
+        infer_model_args(TINY, {})
+
+
+def test_checkpoint_formats_load_the_same_weights(tmp_path, tiny_registered):
+    model = calibrated(tiny(num_classes=5, in_chans=1), in_chans=1)
+    state = model.state_dict()
+    save_file(state, tmp_path / "best.safetensors", metadata={"model": TINY})
+    torch.save({"model": state, "config": {"model": TINY}}, tmp_path / "last.pt")
+    torch.save(state, tmp_path / "raw.pt")
+    for name, recorded in (("best.safetensors", TINY), ("last.pt", TINY), ("raw.pt", None)):
+        loaded, found = load_state_dict_file(tmp_path / name)
+        assert found == recorded and loaded.keys() == state.keys()
+    rebuilt = model_from_checkpoint(tmp_path / "last.pt")
+    assert (rebuilt.name, rebuilt.num_classes, rebuilt.in_chans) == (TINY, 5, 1)
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(rebuilt.model(x), model(x))
+
+
+def test_load_state_dict_file_rejects_other_pickles(tmp_path):
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="holds no state dict"):
+        load_state_dict_file(tmp_path / "list.pt")
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a valid safetensors"):
+        load_state_dict_file(tmp_path / "junk.safetensors")

@@ -1059,8 +1059,8 @@ def _export_optimization(args: argparse.Namespace) -> str:
 
 def _calibration(args: argparse.Namespace) -> DatasetArrays | None:
     """The calibration/test images for --quantize (None without it)."""
-    from dwstft.export import recorded_dataset
     from dwstft.quantize import dataset_arrays
+    from dwstft.train.checkpoint import recorded_dataset
 
     if not args.quantize:
         return None
@@ -1073,14 +1073,9 @@ def _calibration(args: argparse.Namespace) -> DatasetArrays | None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from dwstft.export import (
-        check_export_output,
-        default_input_size,
-        default_output,
-        export_model,
-        model_from_checkpoint,
-        onnx_opset,
-    )
+    from dwstft.export import default_output, export_model, onnx_opset
+    from dwstft.train.checkpoint import default_input_size, model_from_checkpoint
+    from dwstft.train.run_folder import check_export_output
 
     optimize = _export_optimization(args)
     output = check_export_output(

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors.torch import save as safetensors_bytes
+from torch import nn
 
 from dwstft._atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from dwstft.errors import CheckpointError
+from dwstft.models import create_model
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -187,3 +189,192 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         return state, info
     state = load_checkpoint(path)
     return state["model"], {**state["config"], "epoch": state["epoch"]}
+
+
+def load_state_dict_file(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """Model weights from a checkpoint file, and the model name it records (or None).
+
+    ``path`` is a ``.safetensors`` state dict (e.g. a run's ``best.safetensors``; its
+    metadata may name the model) or a ``torch.save`` file read with ``weights_only=True``:
+    a training checkpoint holding the state dict under ``"model"`` (e.g. ``last.pt``; its
+    ``"config"`` names the model) or a bare state dict.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file holds no recognisable state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--checkpoint {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+                state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+        except SafetensorError as err:
+            raise ValueError(f"--checkpoint {str(path)!r} is not a valid safetensors file") from err
+        return state, metadata.get("model")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"--checkpoint {str(path)!r} cannot be read with torch.load(weights_only=True) "
+            f"({type(err).__name__}); expected a .safetensors file or a torch.save'd "
+            "state dict / training checkpoint"
+        ) from err
+    name = None
+    if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
+        config = saved.get("config")
+        name = config.get("model") if isinstance(config, dict) else None
+        saved = saved["model"]
+    if not (
+        isinstance(saved, dict)
+        and saved
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in saved.items())
+    ):
+        raise ValueError(
+            f"--checkpoint {str(path)!r} holds no state dict; expected a mapping of parameter "
+            "names to tensors, bare or under the key 'model'"
+        )
+    return saved, name if isinstance(name, str) else None
+
+
+def recorded_dataset(path: str | Path) -> str | None:
+    """The dataset a checkpoint says its weights were trained on: ``best.safetensors``'s
+    metadata or ``last.pt``'s config (None if it records none or cannot be read)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                return (f.metadata() or {}).get("dataset")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # unreadable files are reported by load_state_dict_file
+        return None
+    config = saved.get("config") if isinstance(saved, dict) else None
+    dataset = config.get("dataset") if isinstance(config, dict) else None
+    return dataset if isinstance(dataset, str) else None
+
+
+def default_input_size(checkpoint: str | Path, in_chans: int) -> tuple[int, ...]:
+    """One input sample's shape for exporting ``checkpoint``: a sample of the dataset it
+    records (:func:`recorded_dataset`; ``dwstft.data.sample_shape``: (C, H, W), or
+    (C, T, H, W) for clips) with ``in_chans`` channels, or (in_chans, 32, 32) when it
+    records none.
+
+    Raises:
+        ValueError: the checkpoint records a dataset this version does not know.
+    """
+    from dwstft.data import DATASET_NAMES, sample_shape
+
+    dataset = recorded_dataset(checkpoint)
+    if dataset is None:
+        return (in_chans, 32, 32)
+    if dataset not in DATASET_NAMES:
+        raise ValueError(
+            f"--checkpoint {str(checkpoint)!r} records dataset {dataset!r}, which is not one "
+            f"of {', '.join(DATASET_NAMES)}; pass --input-size C H W"
+        )
+    return (in_chans, *sample_shape(dataset)[1:])
+
+
+def check_state_fits(model: nn.Module, state: Mapping[str, torch.Tensor], name: str) -> None:
+    """Raise ValueError unless ``state`` has exactly ``model``'s keys and shapes, naming
+    the first differences."""
+    expected = model.state_dict()
+    wrong = [
+        f"{k}: {tuple(state[k].shape)} (model: {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    parts = [key_mismatch(expected, state)]
+    if wrong:
+        parts.append(counted("shape mismatches", wrong))
+    detail = "; ".join(part for part in parts if part)
+    if detail:
+        classes = getattr(model, "num_classes", "?")
+        raise ValueError(
+            f"the checkpoint does not fit --model {name!r} (num_classes={classes}): "
+            f"{detail}. Expected weights saved from {name!r}; check --model, "
+            "--num-classes and --in-chans"
+        )
+
+
+def infer_model_args(name: str, state: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """(num_classes, in_chans) of the registered model ``name`` that ``state`` was saved
+    from: the rows of the classifier's ``head.weight``, and the input channels read off the
+    first weight whose shape differs from ``name`` built with one input channel (its
+    differing dimension is in_chans times as large, as for any convolution, or the STFT
+    stem's 8·in_chans pointwise inputs).
+
+    Raises:
+        ValueError: ``state`` lacks those weights or their shapes fit no channel count
+            (the message names the keys that do not fit ``name``).
+    """
+    head = state.get("head.weight")
+    if head is None or head.dim() != 2:
+        raise ValueError(
+            f"the checkpoint has no 2-D 'head.weight' to read num_classes from; expected "
+            f"weights saved from --model {name!r}, or pass --num-classes"
+        )
+    num_classes = int(head.shape[0])
+    probe = create_model(name, num_classes=num_classes, in_chans=1)
+    for key, expected in probe.state_dict().items():
+        saved = state.get(key)
+        if saved is None or saved.dim() != expected.dim():
+            break
+        if saved.shape != expected.shape:
+            pairs = zip(saved.shape, expected.shape, strict=True)
+            dims = [d for d, (a, b) in enumerate(pairs) if a != b]
+            in_chans, rest = divmod(saved.shape[dims[0]], expected.shape[dims[0]])
+            if len(dims) == 1 and not rest and in_chans > 1:
+                return num_classes, in_chans
+            break
+    # Either every weight fits the one-channel model, or this raises, naming the misfits.
+    check_state_fits(probe, state, name)
+    return num_classes, 1
+
+
+class LoadedModel(NamedTuple):
+    """A model rebuilt from a checkpoint (CPU, eval mode) and how it was built."""
+
+    model: nn.Module
+    name: str
+    num_classes: int
+    in_chans: int
+
+
+def model_from_checkpoint(
+    path: str | Path,
+    name: str | None = None,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+) -> LoadedModel:
+    """Build the registered model and load a checkpoint's weights strictly, in eval mode.
+
+    Args:
+        path: see :func:`load_state_dict_file`.
+        name: registered model name; default: the one the checkpoint records.
+        num_classes, in_chans: default: inferred from the weights (:func:`infer_model_args`).
+
+    Returns:
+        The model (on the CPU, in eval mode), its name, num_classes and in_chans.
+
+    Raises:
+        ValueError: no model name is given or recorded, or the weights do not fit.
+    """
+    state, recorded = load_state_dict_file(path)
+    name = name or recorded
+    if name is None:
+        raise ValueError(f"--model is required: {str(path)!r} does not record which model it holds")
+    if num_classes is None or in_chans is None:
+        inferred_classes, inferred_chans = infer_model_args(name, state)
+        num_classes = inferred_classes if num_classes is None else num_classes
+        in_chans = inferred_chans if in_chans is None else in_chans
+    model = create_model(name, num_classes=num_classes, in_chans=in_chans)
+    check_state_fits(model, state, name)
+    model.load_state_dict(state, strict=True)
+    return LoadedModel(model.eval(), name, num_classes, in_chans)

@@ -33,7 +33,7 @@ from typing import Any
 
 from safetensors import safe_open
 
-from dwstft.errors import RunFolderError
+from dwstft.errors import OutputPathError, RunFolderError
 from dwstft.train.config import RUNTIME_FIELDS, TrainConfig
 
 LOCK_NAME = ".dwstft.lock"
@@ -238,3 +238,31 @@ def claim_run_folder(
             if created and not any(folder.iterdir()):
                 folder.rmdir()
         os.close(fd)
+
+
+def check_export_output(output: str | Path, checkpoint: str | Path, force: bool = False) -> Path:
+    """Refuse, before any work, an ``output`` that would replace the checkpoint, a file of
+    a run folder (a folder holding any of ``RUN_FILES``: ``config.json``, ``last.pt``,
+    ``best.safetensors``, ...) that bears a run file's name, or, unless ``force``, any
+    existing file. Returns ``output`` as a Path.
+
+    Raises:
+        OutputPathError: naming the file and what to do instead.
+    """
+    output = Path(output)
+    if output.resolve() == Path(checkpoint).resolve():
+        raise OutputPathError(
+            f"--output {str(output)!r} would overwrite the checkpoint; choose another --output"
+        )
+    folder = output.resolve().parent
+    if output.name in RUN_FILES and holds_a_run(folder):
+        raise OutputPathError(
+            f"--output {str(output)!r} is the {output.name} of the run folder {str(folder)!r}, "
+            "which an export never replaces; choose another --output"
+        )
+    if (output.exists() or output.is_symlink()) and not output.is_dir() and not force:
+        raise OutputPathError(
+            f"--output {str(output)!r} already exists; pass --force to replace it, or choose "
+            "another --output"
+        )
+    return output
