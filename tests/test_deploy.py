@@ -1,4 +1,5 @@
-"""The deployment graph (dwstft.deploy) and its onnxruntime fusion (dwstft.ort_graph).
+"""The deployment graph (dwstft.deploy.forms, dwstft.deploy.rewrites) and its onnxruntime
+fusion (dwstft.deploy.ort_fusion).
 
 References: the independent NumPy Eq. 2 (stft_reference.py) for the bank + 1×1 form,
 the unmodified PyTorch model for every rewrite, hand-counted rewrite counts of small
@@ -13,22 +14,20 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from dwstft import create_model
-from dwstft.deploy import (
+from dwstft.deploy.forms import (
     LayerSite,
     bank_pointwise,
     choose_layer_forms,
-    deployment_model,
-    fuse_for_inference,
     relpu_as_convs,
     replace_stft_layers,
     stft_layer_sites,
-    trace,
 )
-from dwstft.export import TOLERANCE
+from dwstft.deploy.ort_fusion import fuse_conv_add_activation
+from dwstft.deploy.rewrites import deployment_model, fuse_for_inference, trace
+from dwstft.deploy.verify import TOLERANCE
 from dwstft.layers import DepthwiseSTFTSeparable, MultiScaleSTFTSeparable, ReLPU
 from dwstft.models import list_models
 from dwstft.models.stftnet import stftnet
-from dwstft.ort_graph import fuse_conv_add_activation
 from stft_reference import stft_reference
 
 

@@ -88,7 +88,7 @@ def test_everything_in_all_resolves_and_star_import_gives_it():
 
 def test_import_dwstft_loads_no_extra_and_no_export_machinery():
     heavy = ("onnx", "onnxruntime", "onnxscript", "matplotlib", "sklearn")
-    heavy += ("dwstft.export", "dwstft.deploy", "dwstft.bench", "dwstft.cli")
+    heavy += ("dwstft.deploy", "dwstft.deploy.export", "dwstft.bench", "dwstft.cli")
     code = f"import sys, dwstft\nprint(sorted(m for m in {heavy!r} if m in sys.modules))"
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True

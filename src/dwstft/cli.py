@@ -18,8 +18,8 @@ from dwstft._atomic import atomic_write_text, prepare_output_file
 from dwstft.errors import DeviceUnavailableError, DwstftError
 
 if TYPE_CHECKING:
-    from dwstft.export import ExportReport
-    from dwstft.quantize import DatasetArrays
+    from dwstft.deploy.export import ExportReport
+    from dwstft.deploy.quantize import DatasetArrays
 
 #: Exit status of every expected, user-caused failure (argparse's own convention).
 EXIT_USAGE = 2
@@ -374,7 +374,7 @@ def _run_bench_runtime(args: argparse.Namespace) -> int:
     import torch
 
     from dwstft.bench.models import format_runtime_table, run_runtime_benchmark, write_json
-    from dwstft.export import require_onnx
+    from dwstft.deploy.verify import require_onnx
 
     if args.device != "cpu" or args.channels_last:
         raise ValueError(
@@ -1047,7 +1047,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _export_optimization(args: argparse.Namespace) -> str:
     """The --optimize value (--fold is its shorthand), checked against the other options."""
-    from dwstft.export import check_export_options
+    from dwstft.deploy.export import check_export_options
 
     if args.fold and args.optimize not in (None, "fold"):
         raise ValueError(f"--fold contradicts --optimize {args.optimize}; give one of them")
@@ -1059,7 +1059,7 @@ def _export_optimization(args: argparse.Namespace) -> str:
 
 def _calibration(args: argparse.Namespace) -> DatasetArrays | None:
     """The calibration/test images for --quantize (None without it)."""
-    from dwstft.quantize import dataset_arrays
+    from dwstft.deploy.quantize import dataset_arrays
     from dwstft.train.checkpoint import recorded_dataset
 
     if not args.quantize:
@@ -1073,7 +1073,7 @@ def _calibration(args: argparse.Namespace) -> DatasetArrays | None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from dwstft.export import default_output, export_model, onnx_opset
+    from dwstft.deploy.export import default_output, export_model, onnx_opset
     from dwstft.train.checkpoint import default_input_size, model_from_checkpoint
     from dwstft.train.run_folder import check_export_output
 

@@ -227,9 +227,9 @@ RUNTIME_BATCH = 64
 @dataclass
 class RuntimeBench:
     """One row of ``dwstft bench models --runtime onnxruntime``: the model exported with
-    ``optimize`` (``dwstft.export.OPTIMIZATIONS``) and run in onnxruntime, beside the
+    ``optimize`` (``dwstft.deploy.export.OPTIMIZATIONS``) and run in onnxruntime, beside the
     unmodified model in PyTorch eager; ``max_abs_diff`` / ``logit_scale``: the export's
-    check against PyTorch (``dwstft.export.verify_export``)."""
+    check against PyTorch (``dwstft.deploy.verify.verify_export``)."""
 
     model: str
     optimize: str
@@ -268,8 +268,9 @@ INT8 = "int8"
 def _export_for_runtime(model: nn.Module, path: Path, kind: str) -> tuple[float, float, str]:
     """Write ``model``'s export ``kind`` (an ``OPTIMIZATIONS`` entry or ``INT8``) to
     ``path``; returns (max |exported − PyTorch|, logit scale, rewrites done)."""
-    from dwstft.export import export_model, export_onnx, prepare_model, verify_export
-    from dwstft.quantize import quantize_int8
+    from dwstft.deploy.export import export_model, export_onnx, prepare_model
+    from dwstft.deploy.quantize import quantize_int8
+    from dwstft.deploy.verify import verify_export
 
     if kind != INT8:
         report = export_model(model, path, "onnx", optimize=kind)
@@ -295,14 +296,14 @@ def run_runtime_benchmark(
     calibrated BatchNorm) once per entry of ``optimizations`` (``OPTIMIZATIONS`` entries,
     or ``INT8``: the portable graph quantized by onnxruntime, calibrated on random
     images) into a temporary folder, then time all exports in onnxruntime
-    (:mod:`dwstft.bench.runtime`) and every unmodified model in PyTorch eager side by
-    side: batch-1 latency and batch-64 throughput (``dwstft.bench.runtime.time_runs``;
+    (:mod:`dwstft.deploy.runtime`) and every unmodified model in PyTorch eager side by
+    side: batch-1 latency and batch-64 throughput (``dwstft.deploy.runtime.time_runs``;
     onnxruntime and PyTorch in separate phases)."""
     import tempfile
 
     from tqdm.auto import tqdm
 
-    from dwstft.bench.runtime import create_session, session_runner, time_runs
+    from dwstft.deploy.runtime import create_session, session_runner, time_runs
 
     names = names or list_models()
     torch.manual_seed(0)
@@ -348,7 +349,7 @@ def format_runtime_table(results: list[RuntimeBench]) -> str:
     better; latency: lower is better)."""
     import onnxruntime
 
-    from dwstft.bench.runtime import INTRA_OP_THREADS
+    from dwstft.deploy.runtime import INTRA_OP_THREADS
 
     ref = next((r for r in results if r.model == REFERENCE_MODEL), results[0])
     lines = [

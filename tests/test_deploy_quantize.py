@@ -1,4 +1,4 @@
-"""int8 static quantization (dwstft.quantize) and ``dwstft export --quantize int8``."""
+"""int8 static quantization (dwstft.deploy.quantize) and ``dwstft export --quantize int8``."""
 
 import shutil
 import subprocess
@@ -12,13 +12,13 @@ from onnx import numpy_helper
 from safetensors.torch import save_file
 from torch import nn
 
-from dwstft.bench.runtime import create_session
 from dwstft.cli import main
 from dwstft.data import load_digits_splits
-from dwstft.export import export_onnx
+from dwstft.deploy.export import export_onnx
+from dwstft.deploy.quantize import compare_accuracy, dataset_arrays, quantize_int8
+from dwstft.deploy.runtime import create_session
 from dwstft.models import registry
 from dwstft.models.stftnet import stftnet
-from dwstft.quantize import compare_accuracy, dataset_arrays, quantize_int8
 
 TINY = "_test_tiny_quantized_stftnet"
 
@@ -146,7 +146,7 @@ class StubSession:
 
 
 def test_compare_accuracy_counts_by_hand(digits):
-    from dwstft.quantize import DatasetArrays
+    from dwstft.deploy.quantize import DatasetArrays
 
     images = np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1)
     data = DatasetArrays("toy", images, images, np.array([0, 1, 2, 2]))

@@ -1,8 +1,9 @@
 """Inference export: turn a trained model into an inference graph (``OPTIMIZATIONS``: the
-deployment graph of ``dwstft.deploy``, tuned for onnxruntime or portable, the folded
-Depthwise-STFT layers, or the model as it is), write ONNX
+deployment graph of :mod:`dwstft.deploy.rewrites`, tuned for onnxruntime or portable, the
+folded Depthwise-STFT layers, or the model as it is), write ONNX
 (``torch.onnx.export(..., dynamo=True)``) or TorchScript, and check the written file
-against the unmodified PyTorch model on the same random input.
+against the unmodified PyTorch model on the same random input
+(:mod:`dwstft.deploy.verify`).
 
 ONNX export and its check need the optional ``onnx``, ``onnxscript`` and ``onnxruntime``
 packages (``pip install 'dwstft[export]'``); they are imported only when used.
@@ -10,15 +11,11 @@ packages (``pip install 'dwstft[export]'``); they are imported only when used.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import io
-import logging
 import os
 import re
 import tempfile
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -27,59 +24,34 @@ import torch
 from torch import nn
 
 from dwstft._atomic import atomic_write_bytes, prepare_output_file
-from dwstft.deploy import FORM_CHOICES, FormTiming, Rewrites, choose_layer_forms, deployment_model
-from dwstft.errors import DwstftError, MissingDependencyError
+from dwstft.deploy.forms import FORM_CHOICES, FormTiming, choose_layer_forms
+from dwstft.deploy.ort_fusion import fuse_conv_add_activation
+from dwstft.deploy.rewrites import Rewrites, deployment_model
+from dwstft.deploy.runtime import create_session
+from dwstft.deploy.verify import (
+    FORMATS,
+    Verification,
+    check_runs_at,
+    example_input,
+    quiet_exporters,
+    require_match,
+    require_onnx,
+    verify_export,
+)
 from dwstft.layers import FOLDABLE, fold_model
 from dwstft.models.complexity import count_params
 
-if TYPE_CHECKING:  # dwstft.quantize loads the datasets' dependencies: imported when used
-    from dwstft.quantize import DatasetArrays, QuantizedAccuracy
+if TYPE_CHECKING:  # dwstft.deploy.quantize loads the datasets' dependencies: imported when used
+    from dwstft.deploy.quantize import DatasetArrays, QuantizedAccuracy
 
-FORMATS = ("onnx", "torchscript")
-#: Quantized exports (``dwstft.quantize``).
+#: Quantized exports (:mod:`dwstft.deploy.quantize`).
 QUANTIZATIONS = ("int8",)
-#: What is exported: "onnxruntime", the deployment graph (``dwstft.deploy``) with layer
-#: forms timed in onnxruntime and Conv+Add+activation fused into onnxruntime's FusedConv
-#: (ONNX only; the file needs onnxruntime); "portable", the deployment graph in standard
-#: operators; "fold", only the Depthwise-STFT layers folded (``fold_model``); "none", the
-#: model as it is.
+#: What is exported: "onnxruntime", the deployment graph (:mod:`dwstft.deploy.rewrites`)
+#: with layer forms timed in onnxruntime and Conv+Add+activation fused into onnxruntime's
+#: FusedConv (ONNX only; the file needs onnxruntime); "portable", the deployment graph in
+#: standard operators; "fold", only the Depthwise-STFT layers folded (``fold_model``);
+#: "none", the model as it is.
 OPTIMIZATIONS = ("onnxruntime", "portable", "fold", "none")
-#: Largest accepted max |exported - PyTorch| per unit of output scale (max(1, max |logit|)).
-TOLERANCE = 1e-4
-_ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
-
-
-def require_onnx() -> None:
-    """Raise MissingDependencyError (an ImportError) naming the missing packages unless ONNX
-    export can run."""
-    missing = [p for p in _ONNX_PACKAGES if importlib.util.find_spec(p) is None]
-    if missing:
-        raise MissingDependencyError(
-            f"ONNX export needs {', '.join(_ONNX_PACKAGES)}; missing: {', '.join(missing)}. "
-            "Install them with: pip install 'dwstft[export]'"
-        )
-
-
-@contextlib.contextmanager
-def _quiet_exporters() -> Iterator[None]:
-    """Silence exporter chatter that is not about the user's model: deprecation notices of
-    torch.jit and pytree, and the ONNX registry's warnings about absent torchvision ops."""
-    onnx_logger = logging.getLogger("torch.onnx")
-    level = onnx_logger.level
-    onnx_logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
-            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*treespec")
-            yield
-    finally:
-        onnx_logger.setLevel(level)
-
-
-def _example_input(batch: int, input_size: Sequence[int]) -> torch.Tensor:
-    """A seeded standard-normal batch (batch, C, H, W) (the scale of normalised images)."""
-    generator = torch.Generator().manual_seed(batch)
-    return torch.randn(batch, *input_size, generator=generator)
 
 
 class OnnxWritten(NamedTuple):
@@ -104,12 +76,10 @@ def export_onnx(
 
     The batch dimension is exported dynamic; if the exporter refuses, it is fixed at 2.
     ``opset``: default, the exporter's. ``fuse_for_onnxruntime``: rewrite Conv → Add →
-    activation into onnxruntime's FusedConv (``dwstft.ort_graph``).
+    activation into onnxruntime's FusedConv (:mod:`dwstft.deploy.ort_fusion`).
     """
     require_onnx()
-    from dwstft.ort_graph import fuse_conv_add_activation
-
-    example = (_example_input(2, input_size),)
+    example = (example_input(2, input_size),)
     options: dict[str, Any] = {
         "dynamo": True,
         "input_names": ["input"],
@@ -119,7 +89,7 @@ def export_onnx(
     if opset is not None:
         options["opset_version"] = opset
     dynamic = {0: torch.export.Dim("batch", min=1)}
-    with _quiet_exporters(), torch.no_grad():
+    with quiet_exporters(), torch.no_grad():
         try:
             program = torch.onnx.export(model, example, dynamic_shapes=(dynamic,), **options)
             dynamic_batch = True
@@ -149,82 +119,19 @@ def export_torchscript(
     Returns how: "script", or "trace (script failed: <first line of the reason>)".
     """
     path = Path(path)
-    with _quiet_exporters():
+    with quiet_exporters():
         try:
             compiled = torch.jit.script(model)
             method = "script"
         except Exception as err:  # torch.jit raises frontend, runtime and type errors
             reason = _short_reason(err)
             with torch.no_grad():
-                compiled = torch.jit.trace(model, _example_input(2, input_size), check_trace=False)
+                compiled = torch.jit.trace(model, example_input(2, input_size), check_trace=False)
             method = f"trace (script failed: {reason})"
         buffer = io.BytesIO()
         torch.jit.save(compiled, buffer)
     atomic_write_bytes(path, buffer.getvalue())
     return method
-
-
-@dataclass(frozen=True)
-class Verification:
-    """Exported model vs PyTorch on the same seeded inputs.
-
-    ``max_abs_diff``: max |exported − PyTorch| over every batch and logit; ``scale``:
-    max |PyTorch logit|; ``limit``: ``TOLERANCE · max(1, scale)``.
-    """
-
-    batches: tuple[int, ...]
-    max_abs_diff: float
-    scale: float
-    limit: float
-
-    @property
-    def passed(self) -> bool:
-        return self.max_abs_diff <= self.limit
-
-
-def _run_exported(path: Path, fmt: str) -> tuple[Any, bool]:
-    """A callable (N, C, H, W) tensor → logits array for the exported file, and whether it
-    accepts any batch size."""
-    if fmt == "onnx":
-        require_onnx()
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        first = session.get_inputs()[0]
-        dynamic = not isinstance(first.shape[0], int)
-        return lambda x: session.run(None, {first.name: x.numpy()})[0], dynamic
-    with _quiet_exporters():
-        loaded = torch.jit.load(str(path), map_location="cpu")
-    return lambda x: loaded(x).numpy(), True
-
-
-def verify_export(
-    path: str | Path,
-    fmt: str,
-    reference: nn.Module,
-    input_size: Sequence[int] = (3, 32, 32),
-) -> Verification:
-    """Run the exported file (onnxruntime for ONNX, ``torch.jit.load`` for TorchScript)
-    and ``reference`` (eval mode) on the same seeded standard-normal inputs: batch 2, and
-    batch 1 too when the file accepts any batch size."""
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
-    run, dynamic = _run_exported(Path(path), fmt)
-    batches = (2, 1) if dynamic else (2,)
-    diff = scale = 0.0
-    for batch in batches:
-        x = _example_input(batch, input_size)
-        with torch.no_grad():
-            expected = reference(x)
-            got = torch.as_tensor(run(x))
-        if got.shape != expected.shape:
-            raise ValueError(
-                f"exported model returned shape {tuple(got.shape)} for batch {batch}, "
-                f"expected {tuple(expected.shape)}"
-            )
-        diff = max(diff, (got - expected).abs().max().item())
-        scale = max(scale, expected.abs().max().item())
-    return Verification(batches, diff, scale, TOLERANCE * max(1.0, scale))
 
 
 @dataclass(frozen=True)
@@ -302,8 +209,8 @@ def prepare_model(
 ) -> PreparedModel:
     """The inference module for ``optimize`` (see ``OPTIMIZATIONS``) of ``model`` (eval
     mode; not modified). ``layer_form``: "auto" (under "onnxruntime": each layer's form
-    timed in onnxruntime, ``dwstft.deploy.choose_layer_forms``; under "portable":
-    "dense"), or one of ``dwstft.deploy.LAYER_FORMS`` for every layer."""
+    timed in onnxruntime, ``dwstft.deploy.forms.choose_layer_forms``; under "portable":
+    "dense"), or one of ``dwstft.deploy.forms.LAYER_FORMS`` for every layer."""
     check_export_options("onnx", optimize, layer_form)
     model.eval()
     if optimize == "none":
@@ -345,7 +252,7 @@ def export_model(
     one clip; ``layer_form``: see :func:`prepare_model`.
 
     ``quantize="int8"`` (ONNX only): the float graph is written to a temporary folder and
-    verified, then statically quantized into ``path`` (``dwstft.quantize.quantize_int8``)
+    verified, then statically quantized into ``path`` (``dwstft.deploy.quantize.quantize_int8``)
     with ``calibration``'s training images, and both are scored on its test split.
     """
     optimize = check_export_options(fmt, optimize, layer_form, quantize, opset)
@@ -369,7 +276,7 @@ def export_model(
             float_path = Path(folder) / "float.onnx"
             dynamic = export_onnx(prepared.module, float_path, input_size, opset).dynamic_batch
             verification = verify_export(float_path, fmt, model, input_size)
-            _require_match(verification, path)
+            require_match(verification, path)
             quantized = _quantize(float_path, staged, calibration)
             method = f"torch.onnx.export(dynamo=True) + onnxruntime quantize_static ({quantize})"
         elif fmt == "onnx":
@@ -386,7 +293,7 @@ def export_model(
             method = f"torch.jit.{export_torchscript(prepared.module, staged, input_size)}"
             dynamic = True
             verification = verify_export(staged, fmt, model, input_size)
-        _require_match(verification, path)
+        require_match(verification, path)
         size = staged.stat().st_size
         os.replace(staged, path)
     return ExportReport(
@@ -404,36 +311,6 @@ def export_model(
         fused_convs=fused,
         quantized=quantized,
     )
-
-
-class ExportMismatchError(DwstftError, RuntimeError):
-    """The exported file does not compute what the PyTorch model computes; nothing was
-    written (the CLI exits with status 1)."""
-
-    exit_status = 1
-
-
-def _require_match(verification: Verification, path: Path) -> None:
-    if not verification.passed:
-        raise ExportMismatchError(
-            f"the exported model differs from PyTorch by up to {verification.max_abs_diff:.2e} "
-            f"(limit {verification.limit:.1e} at logit scale {verification.scale:.3g}), so "
-            f"{str(path)!r} was not written; please report this with the checkpoint"
-        )
-
-
-def check_runs_at(model: nn.Module, input_size: Sequence[int]) -> None:
-    """Raise ValueError, before anything is exported, unless ``model`` (eval mode) runs on a
-    batch of one (C, H, W) = ``input_size`` image."""
-    try:
-        with torch.no_grad():
-            model(_example_input(1, input_size))
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"the model cannot run on --input-size {' '.join(map(str, input_size))} "
-            f"({first}); pass the image size it was built for (e.g. 3 32 32)"
-        ) from None
 
 
 def check_export_options(
@@ -490,8 +367,7 @@ def _check_calibration(calibration: DatasetArrays | None, input_size: Sequence[i
 
 def _quantize(float_path: Path, path: Path, calibration: DatasetArrays) -> QuantizedAccuracy:
     """Quantize ``float_path`` into ``path``; float and int8 accuracy on the test split."""
-    from dwstft.bench.runtime import create_session
-    from dwstft.quantize import compare_accuracy, quantize_int8
+    from dwstft.deploy.quantize import compare_accuracy, quantize_int8
 
     quantize_int8(float_path, path, calibration.train_images)
     return compare_accuracy(create_session(float_path), create_session(path), calibration)

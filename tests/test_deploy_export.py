@@ -5,13 +5,9 @@ from torch import nn
 
 from dwstft import create_model
 from dwstft.cli import main
-from dwstft.export import (
-    FOLDABLE,
-    export_model,
-    fold_model,
-    require_onnx,
-)
-from dwstft.layers import ReLPU
+from dwstft.deploy.export import export_model
+from dwstft.deploy.verify import require_onnx
+from dwstft.layers import FOLDABLE, ReLPU, fold_model
 from dwstft.models import registry
 from dwstft.models.complexity import count_params
 from dwstft.models.stftnet import stftnet
@@ -257,7 +253,7 @@ def test_cli_reads_the_training_loop_checkpoint(tmp_path, tiny_registered, capsy
 
 
 def test_cli_fails_when_the_export_does_not_match(tmp_path, tiny_registered, capsys, monkeypatch):
-    monkeypatch.setattr("dwstft.export.TOLERANCE", 0.0)
+    monkeypatch.setattr("dwstft.deploy.verify.TOLERANCE", 0.0)
     ckpt = tmp_path / "best.safetensors"
     save_file(calibrated(tiny()).state_dict(), ckpt)
     argv = ["export", "--checkpoint", str(ckpt), "--model", TINY, "--format", "onnx", "--fold"]

@@ -1,4 +1,4 @@
-"""onnxruntime timing (dwstft.bench.runtime) and ``dwstft bench models --runtime
+"""onnxruntime timing (dwstft.deploy.runtime) and ``dwstft bench models --runtime
 onnxruntime``. No speed is asserted: timing is checked on a fake clock, the benchmark for
 its rows, its export checks and the files it leaves."""
 
@@ -9,7 +9,7 @@ import pytest
 from torch import nn
 
 from dwstft.bench.models import RuntimeBench, format_runtime_table, run_runtime_benchmark
-from dwstft.bench.runtime import session_options, time_runs
+from dwstft.deploy.runtime import session_options, time_runs
 from dwstft.models import registry
 from dwstft.models.stftnet import stftnet
 
