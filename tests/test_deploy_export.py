@@ -220,6 +220,15 @@ def test_cli_needs_a_model_name_and_matching_input(tmp_path, tiny_registered, ca
     assert "--input-size C must equal the model's in_chans=3, got 1" in capsys.readouterr().err
 
 
+def test_cli_export_of_a_folder_says_it_is_a_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["export", "--checkpoint", str(run), "--format", "onnx"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"checkpoint {str(run)!r} is a folder" in line and "best.safetensors" in line
+    assert list(tmp_path.iterdir()) == [run] and not list(run.iterdir())
+
+
 def test_missing_onnx_packages_are_named(monkeypatch):
     import importlib.util
 

@@ -199,7 +199,7 @@ def test_whole_model_state_dict_round_trips_through_safetensors(tmp_path):
     model = create_model("stftnet_b8_f128").eval()
     path = tmp_path / "w.safetensors"
     save_weights(path, model.state_dict(), {"model": "stftnet_b8_f128"})
-    state, _ = load_weights(path)
+    state = load_weights(path).state
     again = create_model("stftnet_b8_f128").eval()
     again.load_state_dict(state)
     x = torch.randn(1, 3, 32, 32)

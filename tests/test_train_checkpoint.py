@@ -19,7 +19,7 @@ from dwstft.train import (
     save_checkpoint,
     save_weights,
 )
-from dwstft.train.checkpoint import infer_model_args, load_state_dict_file, model_from_checkpoint
+from dwstft.train.checkpoint import infer_model_args, model_from_checkpoint
 from tiny_stftnet import calibrated, tiny
 
 TINY = "_test_tiny_stftnet"
@@ -126,7 +126,8 @@ def test_load_checkpoint_rejects_foreign_files(tmp_path):
 def test_weights_round_trip_with_metadata(tmp_path):
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
     save_weights(tmp_path / "best.safetensors", model.state_dict(), {"model": "m", "epoch": "4"})
-    weights, info = load_weights(tmp_path / "best.safetensors")
+    loaded = load_weights(tmp_path / "best.safetensors")
+    weights, info = loaded.state, loaded.info
     assert info == {"model": "m", "epoch": "4"}
     assert weights.keys() == model.state_dict().keys()
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
@@ -147,8 +148,8 @@ def test_checkpoint_formats_load_the_same_weights(tmp_path, tiny_registered):
     torch.save({"model": state, "config": {"model": TINY}}, tmp_path / "last.pt")
     torch.save(state, tmp_path / "raw.pt")
     for name, recorded in (("best.safetensors", TINY), ("last.pt", TINY), ("raw.pt", None)):
-        loaded, found = load_state_dict_file(tmp_path / name)
-        assert found == recorded and loaded.keys() == state.keys()
+        weights = load_weights(tmp_path / name)
+        assert weights.recorded("model") == recorded and weights.state.keys() == state.keys()
     rebuilt = model_from_checkpoint(tmp_path / "last.pt")
     assert (rebuilt.name, rebuilt.num_classes, rebuilt.in_chans) == (TINY, 5, 1)
     x = torch.randn(2, 1, 32, 32)
@@ -156,10 +157,10 @@ def test_checkpoint_formats_load_the_same_weights(tmp_path, tiny_registered):
         assert torch.equal(rebuilt.model(x), model(x))
 
 
-def test_load_state_dict_file_rejects_other_pickles(tmp_path):
+def test_load_weights_rejects_other_pickles(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="holds no state dict"):
-        load_state_dict_file(tmp_path / "list.pt")
+        load_weights(tmp_path / "list.pt")
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a valid safetensors"):
-        load_state_dict_file(tmp_path / "junk.safetensors")
+        load_weights(tmp_path / "junk.safetensors")

@@ -1057,14 +1057,14 @@ def _export_optimization(args: argparse.Namespace) -> str:
     return check_export_options(args.format, optimize, args.layer_form, args.quantize, args.opset)
 
 
-def _calibration(args: argparse.Namespace) -> DatasetArrays | None:
-    """The calibration/test images for --quantize (None without it)."""
+def _calibration(args: argparse.Namespace, recorded: str | None) -> DatasetArrays | None:
+    """The calibration/test images for --quantize (None without it); ``recorded``: the
+    dataset the checkpoint records."""
     from dwstft.deploy.quantize import dataset_arrays
-    from dwstft.train.checkpoint import recorded_dataset
 
     if not args.quantize:
         return None
-    dataset = args.calibration or recorded_dataset(args.checkpoint)
+    dataset = args.calibration or recorded
     if dataset is None:
         raise ValueError(
             f"--quantize needs --calibration DATASET: {args.checkpoint!r} records no dataset"
@@ -1074,7 +1074,7 @@ def _calibration(args: argparse.Namespace) -> DatasetArrays | None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from dwstft.deploy.export import default_output, export_model, onnx_opset
-    from dwstft.train.checkpoint import default_input_size, model_from_checkpoint
+    from dwstft.train.checkpoint import model_from_checkpoint
     from dwstft.train.run_folder import check_export_output
 
     optimize = _export_optimization(args)
@@ -1084,11 +1084,9 @@ def _run_export(args: argparse.Namespace) -> int:
         args.force,
     )
     loaded = model_from_checkpoint(args.checkpoint, args.model, args.num_classes, args.in_chans)
-    calibration = _calibration(args)
+    calibration = _calibration(args, loaded.dataset)
     image = calibration.train_images.shape[1:] if calibration is not None else None
-    input_size = tuple(
-        args.input_size or image or default_input_size(args.checkpoint, loaded.in_chans)
-    )
+    input_size = tuple(args.input_size or image or loaded.input_size())
     if input_size[0] != loaded.in_chans:
         raise ValueError(
             f"--input-size C must equal the model's in_chans={loaded.in_chans}, got {input_size[0]}"

@@ -1,15 +1,23 @@
-"""Crash-safe files: atomic writes, the resumable ``last.pt`` and the weights-only
-``best.safetensors``.
+"""Checkpoints: the resumable ``last.pt`` and the weights-only ``best.safetensors``, written
+crash-safe, and the one place that reads weights and rebuilds a model from them.
 
 Every file is written to a temporary file in the destination's folder, flushed to disk and
 then ``os.replace``d over the destination, so a crash or Ctrl-C leaves either the old file
 or the new one, never a torn one. ``last.pt`` holds only tensors and plain Python values,
 so it loads with ``torch.load(..., weights_only=True)``.
+
+Reading: :func:`load_checkpoint` reads the whole training state of ``last.pt`` (to resume);
+:func:`load_weights` reads the weights of any checkpoint (``.safetensors``, ``last.pt``, a
+bare ``torch.save``'d state dict) with what it records; :func:`build_model` and
+:func:`model_from_checkpoint` rebuild the registered model those weights fit. Every file
+that cannot be read, or holds no weights, is a :class:`~dwstft.errors.CheckpointError`
+naming it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,9 +35,13 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "build_model",
+    "check_state_fits",
+    "infer_model_args",
     "key_mismatch",
     "load_checkpoint",
     "load_weights",
+    "model_from_checkpoint",
     "save_checkpoint",
     "save_weights",
 ]
@@ -80,6 +92,15 @@ def _damaged(path: Path, reason: str) -> CheckpointError:
     )
 
 
+def _is_state_dict(value: Any) -> bool:
+    """Whether ``value`` is a non-empty dict of parameter names to tensors."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+    )
+
+
 def _check_structure(path: Path, state: Any) -> None:
     """Raise CheckpointError unless ``state`` has every key of :data:`CHECKPOINT_KEYS` with
     the type :func:`save_checkpoint` writes."""
@@ -89,12 +110,7 @@ def _check_structure(path: Path, state: Any) -> None:
     missing = [k for k in CHECKPOINT_KEYS if k not in state]
     if missing:
         raise _damaged(path, f"missing {', '.join(missing)}")
-    model = state["model"]
-    if not (
-        isinstance(model, dict)
-        and model
-        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items())
-    ):
+    if not _is_state_dict(state["model"]):
         raise _damaged(path, "'model' is not a state dict of tensors")
     optimizer = state["optimizer"]
     if not (
@@ -160,130 +176,102 @@ def save_weights(
     atomic_write_bytes(path, safetensors_bytes(tensors, metadata=dict(metadata)))
 
 
-def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Model weights and run information from ``best.safetensors`` or ``last.pt``.
+@dataclass(frozen=True)
+class Weights:
+    """A checkpoint's model weights and what the file records about its run.
 
-    Returns (state_dict on the CPU, info): for safetensors ``info`` is the file's metadata
-    (strings: model, dataset, epoch, test_acc); for ``last.pt`` it is the saved config plus
-    ``epoch``.
+    ``state``: parameter name → tensor, on the CPU. ``info``: for ``.safetensors`` the
+    file's metadata (strings: model, dataset, run_id, epoch, test_acc); for a
+    ``torch.save``'d training checkpoint its ``config`` (model, dataset, run_id, every
+    setting) plus ``epoch`` (an int); for a bare state dict, empty.
+    """
+
+    path: Path
+    state: dict[str, torch.Tensor]
+    info: dict[str, Any]
+
+    def recorded(self, key: str) -> str | None:
+        """The string the checkpoint records under ``key`` ("model", "dataset", "run_id"),
+        or None."""
+        value = self.info.get(key)
+        return value if isinstance(value, str) else None
+
+
+def load_weights(path: str | Path) -> Weights:
+    """The model weights in ``path`` and what it records: a ``.safetensors`` file (e.g. a
+    run's ``best.safetensors``) or a ``torch.save`` file read with ``weights_only=True``,
+    holding a training checkpoint with the state dict under ``"model"`` (e.g. ``last.pt``)
+    or a bare state dict.
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: a folder, or a file that cannot be read as either format.
+        CheckpointError: a folder, a file that cannot be read as its format, or one that
+            holds no state dict (the message names the file).
     """
     path = existing_file(path, "checkpoint")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                info: dict[str, Any] = dict(f.metadata() or {})
-                state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
-        except Exception as err:  # safetensors raises its own and OS/IO error types
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} is not a readable safetensors file "
-                f"({_first_line(err)}); use an intact best.safetensors or last.pt"
-            ) from err
-        if not state:
-            raise CheckpointError(f"checkpoint {str(path)!r} holds no tensors")
-        return state, info
-    state = load_checkpoint(path)
-    return state["model"], {**state["config"], "epoch": state["epoch"]}
+        state, info = _read_safetensors(path)
+    else:
+        state, info = _read_torch_save(path)
+    if not _is_state_dict(state):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds no state dict; expected a mapping of parameter "
+            "names to tensors, bare or under the key 'model'"
+        )
+    return Weights(path, state, info)
 
 
-def load_state_dict_file(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
-    """Model weights from a checkpoint file, and the model name it records (or None).
+def _read_safetensors(path: Path) -> tuple[Any, dict[str, Any]]:
+    from safetensors import safe_open
 
-    ``path`` is a ``.safetensors`` state dict (e.g. a run's ``best.safetensors``; its
-    metadata may name the model) or a ``torch.save`` file read with ``weights_only=True``:
-    a training checkpoint holding the state dict under ``"model"`` (e.g. ``last.pt``; its
-    ``"config"`` names the model) or a bare state dict.
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            info: dict[str, Any] = dict(f.metadata() or {})
+            state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    except Exception as err:  # safetensors raises its own and OS/IO error types
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a valid safetensors file ({_first_line(err)}); "
+            "use an intact best.safetensors or last.pt"
+        ) from err
+    return state, info
 
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file holds no recognisable state dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--checkpoint {str(path)!r} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
 
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-                state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
-        except SafetensorError as err:
-            raise ValueError(f"--checkpoint {str(path)!r} is not a valid safetensors file") from err
-        return state, metadata.get("model")
+def _read_torch_save(path: Path) -> tuple[Any, dict[str, Any]]:
+    """The state dict a ``torch.save`` file holds (bare, or under ``"model"`` with the
+    run's ``config`` and ``epoch`` beside it) and what it records."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"--checkpoint {str(path)!r} cannot be read with torch.load(weights_only=True) "
+    except Exception as err:  # torch.load raises many types on damaged or foreign bytes
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} cannot be read with torch.load(weights_only=True) "
             f"({type(err).__name__}); expected a .safetensors file or a torch.save'd "
             "state dict / training checkpoint"
         ) from err
-    name = None
-    if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
-        config = saved.get("config")
-        name = config.get("model") if isinstance(config, dict) else None
-        saved = saved["model"]
-    if not (
-        isinstance(saved, dict)
-        and saved
-        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in saved.items())
-    ):
-        raise ValueError(
-            f"--checkpoint {str(path)!r} holds no state dict; expected a mapping of parameter "
-            "names to tensors, bare or under the key 'model'"
-        )
-    return saved, name if isinstance(name, str) else None
+    if not (isinstance(saved, dict) and isinstance(saved.get("model"), dict)):
+        return saved, {}
+    config = saved.get("config")
+    info = dict(config) if isinstance(config, dict) else {}
+    epoch = saved.get("epoch")
+    if isinstance(epoch, int) and not isinstance(epoch, bool):
+        info["epoch"] = epoch
+    return saved["model"], info
 
 
-def recorded_dataset(path: str | Path) -> str | None:
-    """The dataset a checkpoint says its weights were trained on: ``best.safetensors``'s
-    metadata or ``last.pt``'s config (None if it records none or cannot be read)."""
-    path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                return (f.metadata() or {}).get("dataset")
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # unreadable files are reported by load_state_dict_file
-        return None
-    config = saved.get("config") if isinstance(saved, dict) else None
-    dataset = config.get("dataset") if isinstance(config, dict) else None
-    return dataset if isinstance(dataset, str) else None
+#: What to do when weights do not fit, where the model is given by --model, --num-classes
+#: and --in-chans (``dwstft export``).
+FIT_ADVICE = "check --model, --num-classes and --in-chans"
 
 
-def default_input_size(checkpoint: str | Path, in_chans: int) -> tuple[int, ...]:
-    """One input sample's shape for exporting ``checkpoint``: a sample of the dataset it
-    records (:func:`recorded_dataset`; ``dwstft.data.sample_shape``: (C, H, W), or
-    (C, T, H, W) for clips) with ``in_chans`` channels, or (in_chans, 32, 32) when it
-    records none.
-
-    Raises:
-        ValueError: the checkpoint records a dataset this version does not know.
-    """
-    from dwstft.data import DATASET_NAMES, sample_shape
-
-    dataset = recorded_dataset(checkpoint)
-    if dataset is None:
-        return (in_chans, 32, 32)
-    if dataset not in DATASET_NAMES:
-        raise ValueError(
-            f"--checkpoint {str(checkpoint)!r} records dataset {dataset!r}, which is not one "
-            f"of {', '.join(DATASET_NAMES)}; pass --input-size C H W"
-        )
-    return (in_chans, *sample_shape(dataset)[1:])
-
-
-def check_state_fits(model: nn.Module, state: Mapping[str, torch.Tensor], name: str) -> None:
-    """Raise ValueError unless ``state`` has exactly ``model``'s keys and shapes, naming
-    the first differences."""
+def check_state_fits(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    name: str,
+    path: str | Path | None = None,
+    advice: str = FIT_ADVICE,
+) -> None:
+    """Raise CheckpointError unless ``state`` has exactly ``model``'s keys and shapes; the
+    message names the checkpoint ``path`` (if given), counts the differences, shows the
+    first ones, and ends with ``advice``."""
     expected = model.state_dict()
     wrong = [
         f"{k}: {tuple(state[k].shape)} (model: {tuple(v.shape)})"
@@ -295,15 +283,17 @@ def check_state_fits(model: nn.Module, state: Mapping[str, torch.Tensor], name: 
         parts.append(counted("shape mismatches", wrong))
     detail = "; ".join(part for part in parts if part)
     if detail:
+        what = "the checkpoint" if path is None else f"checkpoint {str(path)!r}"
         classes = getattr(model, "num_classes", "?")
-        raise ValueError(
-            f"the checkpoint does not fit --model {name!r} (num_classes={classes}): "
-            f"{detail}. Expected weights saved from {name!r}; check --model, "
-            "--num-classes and --in-chans"
+        raise CheckpointError(
+            f"{what} does not fit --model {name!r} (num_classes={classes}): {detail}. "
+            f"Expected weights saved from {name!r}; {advice}"
         )
 
 
-def infer_model_args(name: str, state: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+def infer_model_args(
+    name: str, state: Mapping[str, torch.Tensor], path: str | Path | None = None
+) -> tuple[int, int]:
     """(num_classes, in_chans) of the registered model ``name`` that ``state`` was saved
     from: the rows of the classifier's ``head.weight``, and the input channels read off the
     first weight whose shape differs from ``name`` built with one input channel (its
@@ -311,12 +301,12 @@ def infer_model_args(name: str, state: Mapping[str, torch.Tensor]) -> tuple[int,
     stem's 8·in_chans pointwise inputs).
 
     Raises:
-        ValueError: ``state`` lacks those weights or their shapes fit no channel count
-            (the message names the keys that do not fit ``name``).
+        CheckpointError: ``state`` lacks those weights or their shapes fit no channel
+            count (the message names the keys that do not fit ``name``).
     """
     head = state.get("head.weight")
     if head is None or head.dim() != 2:
-        raise ValueError(
+        raise CheckpointError(
             f"the checkpoint has no 2-D 'head.weight' to read num_classes from; expected "
             f"weights saved from --model {name!r}, or pass --num-classes"
         )
@@ -334,17 +324,74 @@ def infer_model_args(name: str, state: Mapping[str, torch.Tensor]) -> tuple[int,
                 return num_classes, in_chans
             break
     # Either every weight fits the one-channel model, or this raises, naming the misfits.
-    check_state_fits(probe, state, name)
+    check_state_fits(probe, state, name, path)
     return num_classes, 1
 
 
 class LoadedModel(NamedTuple):
-    """A model rebuilt from a checkpoint (CPU, eval mode) and how it was built."""
+    """A model rebuilt from a checkpoint (CPU, eval mode), how it was built, and the
+    dataset its checkpoint records (None if none)."""
 
     model: nn.Module
     name: str
     num_classes: int
     in_chans: int
+    dataset: str | None
+    path: Path
+
+    def input_size(self) -> tuple[int, ...]:
+        """One input sample's shape: a sample of the recorded dataset
+        (``dwstft.data.sample_shape``: (C, H, W), or (C, T, H, W) for clips) with
+        ``in_chans`` channels, or (in_chans, 32, 32) when the checkpoint records none.
+
+        Raises:
+            ValueError: the checkpoint records a dataset this version does not know.
+        """
+        from dwstft.data import DATASET_NAMES, sample_shape
+
+        if self.dataset is None:
+            return (self.in_chans, 32, 32)
+        if self.dataset not in DATASET_NAMES:
+            raise ValueError(
+                f"--checkpoint {str(self.path)!r} records dataset {self.dataset!r}, which is "
+                f"not one of {', '.join(DATASET_NAMES)}; pass --input-size C H W"
+            )
+        return (self.in_chans, *sample_shape(self.dataset)[1:])
+
+
+def build_model(
+    weights: Weights,
+    name: str | None = None,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    advice: str = FIT_ADVICE,
+) -> LoadedModel:
+    """Build the registered model and load ``weights`` into it strictly, in eval mode.
+
+    Args:
+        weights: from :func:`load_weights`.
+        name: registered model name; default: the one the checkpoint records.
+        num_classes, in_chans: default: inferred from the weights (:func:`infer_model_args`).
+        advice: what the error says to do when the weights do not fit.
+
+    Raises:
+        ValueError: no model name is given or recorded.
+        CheckpointError: the weights do not fit the model (:func:`check_state_fits`).
+    """
+    name = name or weights.recorded("model")
+    if name is None:
+        raise ValueError(
+            f"--model is required: {str(weights.path)!r} does not record which model it holds"
+        )
+    if num_classes is None or in_chans is None:
+        inferred_classes, inferred_chans = infer_model_args(name, weights.state, weights.path)
+        num_classes = inferred_classes if num_classes is None else num_classes
+        in_chans = inferred_chans if in_chans is None else in_chans
+    model = create_model(name, num_classes=num_classes, in_chans=in_chans)
+    check_state_fits(model, weights.state, name, weights.path, advice)
+    model.load_state_dict(weights.state, strict=True)
+    dataset = weights.recorded("dataset")
+    return LoadedModel(model.eval(), name, num_classes, in_chans, dataset, weights.path)
 
 
 def model_from_checkpoint(
@@ -353,28 +400,5 @@ def model_from_checkpoint(
     num_classes: int | None = None,
     in_chans: int | None = None,
 ) -> LoadedModel:
-    """Build the registered model and load a checkpoint's weights strictly, in eval mode.
-
-    Args:
-        path: see :func:`load_state_dict_file`.
-        name: registered model name; default: the one the checkpoint records.
-        num_classes, in_chans: default: inferred from the weights (:func:`infer_model_args`).
-
-    Returns:
-        The model (on the CPU, in eval mode), its name, num_classes and in_chans.
-
-    Raises:
-        ValueError: no model name is given or recorded, or the weights do not fit.
-    """
-    state, recorded = load_state_dict_file(path)
-    name = name or recorded
-    if name is None:
-        raise ValueError(f"--model is required: {str(path)!r} does not record which model it holds")
-    if num_classes is None or in_chans is None:
-        inferred_classes, inferred_chans = infer_model_args(name, state)
-        num_classes = inferred_classes if num_classes is None else num_classes
-        in_chans = inferred_chans if in_chans is None else in_chans
-    model = create_model(name, num_classes=num_classes, in_chans=in_chans)
-    check_state_fits(model, state, name)
-    model.load_state_dict(state, strict=True)
-    return LoadedModel(model.eval(), name, num_classes, in_chans)
+    """The model a checkpoint holds: :func:`load_weights` then :func:`build_model`."""
+    return build_model(load_weights(path), name, num_classes, in_chans)

@@ -13,7 +13,7 @@ from torch import nn
 
 from dwstft.data import DeviceLoader, load_dataset
 from dwstft.device import resolve_device
-from dwstft.errors import CheckpointError
+from dwstft.train.checkpoint import build_model, load_weights
 from dwstft.train.distributed import DistContext
 from dwstft.train.metrics import Meter
 
@@ -87,7 +87,8 @@ def evaluate_checkpoint(
     amp: bool = False,
     channels_last: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate the weights in ``checkpoint`` (``best.safetensors`` or ``last.pt``) on the
+    """Evaluate the weights in ``checkpoint`` (``best.safetensors``, ``last.pt`` or a
+    ``torch.save``'d state dict; see :func:`dwstft.train.checkpoint.load_weights`) on the
     test split.
 
     ``model_name`` and ``dataset`` default to those recorded in the checkpoint; when given
@@ -95,12 +96,9 @@ def evaluate_checkpoint(
     ``model``, ``dataset``, ``epoch``, ``test_loss``, ``test_acc`` (0..1), ``correct`` and
     ``count``.
     """
-    from dwstft.models import create_model
-    from dwstft.train.checkpoint import key_mismatch, load_weights
-
-    state, info = load_weights(checkpoint)
-    model_name = _pick("model", model_name, info.get("model"))
-    dataset = _pick("dataset", dataset, info.get("dataset"))
+    weights = load_weights(checkpoint)
+    model_name = _pick("model", model_name, weights.recorded("model"))
+    dataset = _pick("dataset", dataset, weights.recorded("dataset"))
     dev = resolve_device(device)
     splits = load_dataset(dataset, data_dir)
     if channels_last and splits.train_images.ndim != 4:
@@ -108,18 +106,9 @@ def evaluate_checkpoint(
             f"--channels-last needs images (N, C, H, W), but {dataset} holds clips "
             f"(N, C, T, H, W); drop --channels-last"
         )
-    model = create_model(
-        model_name, num_classes=splits.num_classes, in_chans=splits.train_images.shape[1]
-    )
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        detail = key_mismatch(model.state_dict(), state) or "; ".join(lines[:2])
-        raise CheckpointError(
-            f"checkpoint {str(checkpoint)!r} does not fit model {model_name!r} "
-            f"({detail}); pass the --model it was trained as"
-        ) from None
+    in_chans = splits.train_images.shape[1]
+    advice = "pass the --model and --dataset it was trained with"
+    model = build_model(weights, model_name, splits.num_classes, in_chans, advice).model
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -137,7 +126,7 @@ def evaluate_checkpoint(
         "checkpoint": str(checkpoint),
         "model": model_name,
         "dataset": dataset,
-        "epoch": int(info["epoch"]) if "epoch" in info else None,
+        "epoch": int(weights.info["epoch"]) if "epoch" in weights.info else None,
         "test_loss": loss,
         "test_acc": acc,
         "correct": round(acc * count),
