@@ -588,7 +588,7 @@ def record_curves(monkeypatch) -> list[list[int]]:
         ((history,),) = [list(runs.values())]
         drawn.append([r["epoch"] for r in history])
 
-    monkeypatch.setattr("dwstft.viz.plot_curves", plot_curves)
+    monkeypatch.setattr("dwstft.train.curves.plot_curves", plot_curves)
     return drawn
 
 
@@ -670,12 +670,14 @@ def test_curves_are_redrawn_at_most_every_30_seconds(tmp_path, monkeypatch):
 
 
 def hide_matplotlib(monkeypatch) -> None:
-    """Make ``import matplotlib`` fail as if it were not installed, and ``dwstft.viz``
-    (which imports it) be imported afresh."""
+    """Make ``import matplotlib`` fail as if it were not installed, and the modules that
+    import it (``dwstft.train.curves``, ``dwstft._figure``, ``dwstft.viz.*``) be imported
+    afresh."""
     import sys
 
+    drawing = ("matplotlib", "dwstft.train.curves", "dwstft._figure")
     for name in list(sys.modules):
-        if name in ("matplotlib", "dwstft.viz") or name.startswith("matplotlib."):
+        if name in drawing or name.startswith(("matplotlib.", "dwstft.viz.")):
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
 
@@ -685,7 +687,7 @@ def test_without_matplotlib_the_run_says_once_that_curves_are_skipped(
 ):
     hide_matplotlib(monkeypatch)
     with pytest.raises(ImportError):
-        import dwstft.viz  # noqa: F401
+        import dwstft.train.curves  # noqa: F401
     result = train(tiny_config(tmp_path, epochs=3))
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
     assert [r["epoch"] for r in read_history(tmp_path)] == [1, 2, 3]

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dwstft import viz
+from dwstft._figure import save_figure
 from dwstft.cli import main
+from dwstft.train.curves import curves_figure, plot_curves
+from dwstft.viz import basis, curves, features, pareto
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -71,7 +73,7 @@ def test_basis_cli_writes_png(tmp_path, capsys):
 
 
 def test_basis_figure_has_eight_titled_kernels_per_size():
-    fig = viz.basis_figure((3, 5))
+    fig = basis.basis_figure((3, 5))
     panels = [ax for ax in fig.axes if ax.images and ax.get_title()]
     assert len(panels) == 2 * 8
     titles = [ax.get_title() for ax in panels]
@@ -86,7 +88,7 @@ def test_basis_figure_has_eight_titled_kernels_per_size():
 
 def test_basis_figure_rejects_even_size():
     with pytest.raises(ValueError, match="kernel_size"):
-        viz.basis_figure((4,))
+        basis.basis_figure((4,))
 
 
 def test_features_cli_with_digit(tmp_path):
@@ -101,10 +103,10 @@ def test_features_from_image_file(tmp_path, mode, suffix, rows):
     shape = (40, 56, 3) if mode == "RGB" else (40, 56)
     path = tmp_path / f"picture{suffix}"
     Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
-    image, name = viz.load_image(str(path))
+    image, name = features.load_image(str(path))
     assert image.shape == (rows, 40, 56) and image.dtype == np.float32
     assert image.min() >= 0.0 and image.max() <= 1.0 and name == path.name
-    fig = viz.features_figure(image, 5, name)
+    fig = features.features_figure(image, 5, name)
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == rows * 9
     # every STFT map has its own symmetric colour scale, stated in its title
@@ -118,14 +120,14 @@ def test_features_from_image_file(tmp_path, mode, suffix, rows):
 def test_load_image_shrinks_large_images(tmp_path):
     path = tmp_path / "big.png"
     Image.new("RGB", (600, 300), "white").save(path)
-    image, _ = viz.load_image(str(path), max_size=128)
+    image, _ = features.load_image(str(path), max_size=128)
     assert image.shape == (3, 64, 128)
 
 
 def test_load_image_stretches_16_bit_greyscale(tmp_path):
     path = tmp_path / "deep.png"
     Image.fromarray(np.array([[1000, 2000], [3000, 5000]], dtype=np.uint16)).save(path)
-    image, _ = viz.load_image(str(path))
+    image, _ = features.load_image(str(path))
     assert image.shape == (1, 2, 2)
     np.testing.assert_allclose(image[0], [[0.0, 0.25], [0.5, 1.0]])
 
@@ -133,14 +135,14 @@ def test_load_image_stretches_16_bit_greyscale(tmp_path):
 @pytest.mark.parametrize("spec", ["digits:-1", "digits:1797", "digits:x"])
 def test_load_image_rejects_bad_digit_index(spec):
     with pytest.raises(ValueError, match="digits:N"):
-        viz.load_image(spec)
+        features.load_image(spec)
 
 
 def test_load_image_rejects_non_image(tmp_path):
     path = tmp_path / "notes.png"
     path.write_text("not a picture")
     with pytest.raises(ValueError, match="not an image"):
-        viz.load_image(str(path))
+        features.load_image(str(path))
 
 
 def test_curves_cli_overlays_two_runs(tmp_path):
@@ -154,7 +156,7 @@ def test_curves_cli_overlays_two_runs(tmp_path):
 
 def test_curves_figure_styles_and_batch_marks():
     runs = {"A": history(switch=4), "B": history(switch=5)}
-    fig = viz.curves_figure(runs)
+    fig = curves_figure(runs)
     loss_ax, acc_ax = fig.axes[:2]
     styles = [line.get_linestyle() for line in loss_ax.get_lines()]
     # per run: train dashed and test solid curves, then a dotted batch-size mark
@@ -167,7 +169,7 @@ def test_curves_figure_styles_and_batch_marks():
 
 
 def test_plot_curves_single_run_is_the_train_plot(tmp_path):
-    out = viz.plot_curves({"stftnet_b8_f128": history()}, tmp_path / "curves.png", "title")
+    out = plot_curves({"stftnet_b8_f128": history()}, tmp_path / "curves.png", "title")
     assert_png(out)
 
 
@@ -179,10 +181,10 @@ def test_curves_missing_metrics_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "c.png").exists()
 
 
-def test_read_metrics_names_missing_keys(tmp_path):
+def test_read_run_names_missing_keys(tmp_path):
     run = write_run(tmp_path / "run", [{"epoch": 1, "train_loss": 1.0}])
     with pytest.raises(ValueError, match=r"metrics.jsonl:1 lacks \['train_acc'"):
-        viz.read_metrics(run)
+        curves.read_run(run)
 
 
 def test_labels_must_match_runs(tmp_path, capsys):
@@ -194,8 +196,8 @@ def test_labels_must_match_runs(tmp_path, capsys):
 
 def test_run_labels_disambiguate_equal_folder_names(tmp_path):
     dirs = [tmp_path / "x" / "run", tmp_path / "y" / "run"]
-    assert viz.run_labels(dirs) == [str(d) for d in dirs]
-    assert viz.run_labels([tmp_path / "x"]) == ["x"]
+    assert curves.run_labels(dirs) == [str(d) for d in dirs]
+    assert curves.run_labels([tmp_path / "x"]) == ["x"]
 
 
 def test_pareto_cli_writes_png_and_warns_about_skipped(tmp_path, capsys):
@@ -211,7 +213,7 @@ def test_pareto_cli_writes_png_and_warns_about_skipped(tmp_path, capsys):
 
 
 def test_pareto_figure_groups_labels_and_axes():
-    fig, skipped = viz.pareto_figure(BENCH, x="params", y="train_ips_b64")
+    fig, skipped = pareto.pareto_figure(BENCH, x="params", y="train_ips_b64")
     ax = fig.axes[0]
     assert skipped == []
     assert ax.get_xlabel() == "trainable parameters (M)"
@@ -235,7 +237,7 @@ def test_load_bench_rejects_other_json(tmp_path):
     path = tmp_path / "other.json"
     path.write_text(json.dumps({"rows": []}))
     with pytest.raises(ValueError, match="'models' list"):
-        viz.load_bench(path)
+        pareto.load_bench(path)
 
 
 @pytest.mark.parametrize(
@@ -250,19 +252,19 @@ def test_load_bench_rejects_other_json(tmp_path):
     ],
 )
 def test_field_labels_are_readable(field, label, scale):
-    assert viz.field_label(field) == (label, scale)
+    assert pareto.field_label(field) == (label, scale)
 
 
 def test_pareto_front_keeps_non_dominated_models():
     points = [(0.3, 500.0), (0.9, 700.0), (2.3, 480.0), (3.2, 900.0)]
-    assert viz._frontier(points, "params", "train_ips_b64") == [
+    assert pareto._frontier(points, "params", "train_ips_b64") == [
         (0.3, 500.0),
         (0.9, 700.0),
         (3.2, 900.0),
     ]
-    assert viz._frontier(points, "params", "unknown") == []
+    assert pareto._frontier(points, "params", "unknown") == []
 
 
 def test_output_must_be_png(tmp_path):
     with pytest.raises(ValueError, match=r"output must be a \.png file"):
-        viz.save_figure(viz.basis_figure((3,)), tmp_path / "basis.pdf")
+        save_figure(basis.basis_figure((3,)), tmp_path / "basis.pdf")

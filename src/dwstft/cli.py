@@ -926,21 +926,23 @@ def _run_viz(args: argparse.Namespace) -> int:
     from dwstft.errors import require
 
     require("matplotlib", "viz", "dwstft viz")
-    from dwstft import viz
+    from dwstft._figure import check_png_output, save_figure
+    from dwstft.train.curves import plot_curves
+    from dwstft.viz import basis, curves, features, pareto
 
-    viz.check_png_output(args.output)
+    check_png_output(args.output)
     if args.viz_target == "basis":
-        viz.save_figure(viz.basis_figure(args.kernel_size), args.output)
+        save_figure(basis.basis_figure(args.kernel_size), args.output)
     elif args.viz_target == "features":
-        image, name = viz.load_image(args.image, args.max_size)
-        viz.save_figure(viz.features_figure(image, args.kernel_size, name), args.output)
+        image, name = features.load_image(args.image, args.max_size)
+        save_figure(features.features_figure(image, args.kernel_size, name), args.output)
     elif args.viz_target == "curves":
-        labels = viz.run_labels(args.run_dirs, args.labels)
-        runs = {label: viz.read_metrics(d) for label, d in zip(labels, args.run_dirs, strict=True)}
-        viz.plot_curves(runs, args.output, args.title)
+        labels = curves.run_labels(args.run_dirs, args.labels)
+        runs = {label: curves.read_run(d) for label, d in zip(labels, args.run_dirs, strict=True)}
+        plot_curves(runs, args.output, args.title)
     else:
-        bench = viz.load_bench(args.bench)
-        skipped = viz.plot_pareto(bench, args.output, args.x, args.y, args.logx)
+        bench = pareto.load_bench(args.bench)
+        skipped = pareto.plot_pareto(bench, args.output, args.x, args.y, args.logx)
         if skipped:
             print(
                 f"warning: skipped {len(skipped)} model(s) without a numeric "

@@ -574,7 +574,7 @@ def _draw_curves(run: _Run, history: list[Record] | None = None) -> None:
     if not history or run.curves_drawn_at is None:
         return
     try:
-        from dwstft.viz import plot_curves
+        from dwstft.train.curves import plot_curves
     except ImportError:
         print(
             "note: curves.png is not drawn: matplotlib is not installed "

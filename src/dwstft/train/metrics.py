@@ -75,17 +75,30 @@ def write_history(run_dir: str | Path, history: Sequence[Record]) -> None:
     atomic_write_text(run_dir / "summary.csv", buffer.getvalue())
 
 
-def read_history(run_dir: str | Path) -> list[Record]:
-    """The records of ``run_dir/metrics.jsonl``."""
+def read_history(run_dir: str | Path, required: Sequence[str] = ()) -> list[Record]:
+    """The records of ``run_dir/metrics.jsonl`` (one JSON object per line; blank lines
+    skipped), each holding every key of ``required``.
+
+    Raises:
+        FileNotFoundError: the folder has no ``metrics.jsonl``.
+        ValueError: the file is not UTF-8 text, a line is not valid JSON, or (with
+            ``required``) not a JSON object holding those keys; the message names the line.
+    """
     path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"run folder {str(run_dir)!r} has no metrics.jsonl")
     records = []
     for number, line in enumerate(read_text_file(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{number} is not valid JSON ({err.msg})") from None
+        missing = [k for k in required if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise ValueError(f"{path}:{number} lacks {missing}; expected keys {tuple(required)}")
+        records.append(record)
     return records
 
 
