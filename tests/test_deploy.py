@@ -25,9 +25,10 @@ from dwstft.deploy import (
     trace,
 )
 from dwstft.export import TOLERANCE
-from dwstft.layers import DepthwiseSTFTSeparable, MultiScaleSTFTSeparable, ReLPU
 from dwstft.models import list_models
 from dwstft.models.stftnet import stftnet
+from dwstft.nn.layers import DepthwiseSTFTSeparable
+from dwstft.nn.multiscale import MultiScaleSTFTSeparable, ReLPU
 from dwstft.ort_graph import fuse_conv_add_activation
 from stft_reference import stft_reference
 

@@ -15,9 +15,9 @@ from dwstft.export import (
     model_from_checkpoint,
     require_onnx,
 )
-from dwstft.layers import ReLPU
 from dwstft.models import registry
 from dwstft.models.stftnet import stftnet
+from dwstft.nn.multiscale import ReLPU
 
 TINY = "_test_tiny_stftnet"
 
@@ -100,7 +100,7 @@ def test_fold_model_keeps_relpu_and_training_mode():
 
 
 def test_fold_model_of_a_bare_layer():
-    from dwstft.layers import DepthwiseSTFTSeparable
+    from dwstft.nn.layers import DepthwiseSTFTSeparable
 
     layer = DepthwiseSTFTSeparable(3, 5, 5).eval()
     conv = fold_model(layer)

@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from dwstft.layers import DepthwiseSTFT, DepthwiseSTFTSeparable, MultiScaleSTFTSeparable, ReLPU
+from dwstft.nn.layers import DepthwiseSTFT, DepthwiseSTFTSeparable
+from dwstft.nn.multiscale import MultiScaleSTFTSeparable, ReLPU
 
 #: The equivalent forms of a Depthwise-STFT separable layer in a deployment graph.
 LAYER_FORMS = ("dense", "bank")

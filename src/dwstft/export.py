@@ -30,8 +30,8 @@ from dwstft._atomic import atomic_write_bytes, prepare_output_file
 from dwstft.bench.complexity import count_params
 from dwstft.deploy import FORM_CHOICES, FormTiming, Rewrites, choose_layer_forms, deployment_model
 from dwstft.errors import DwstftError, MissingDependencyError, OutputPathError
-from dwstft.layers import FOLDABLE, fold_model
 from dwstft.models import create_model
+from dwstft.nn.model_ops import FOLDABLE, fold_model
 from dwstft.train.checkpoint import counted, key_mismatch
 
 if TYPE_CHECKING:  # dwstft.quantize loads the datasets' dependencies: imported when used

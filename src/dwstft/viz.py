@@ -25,9 +25,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from dwstft._atomic import atomic_write, prepare_output_file, read_text_file
-from dwstft.basis import FREQUENCIES, MAPS_PER_CHANNEL, check_kernel_size, stft_basis
 from dwstft.errors import require
-from dwstft.functional import depthwise_stft
+from dwstft.nn.basis import FREQUENCIES, MAPS_PER_CHANNEL, check_kernel_size, stft_basis
+from dwstft.nn.functional import depthwise_stft
 
 #: Resolution of every PNG written here (dots per inch).
 DPI = 130

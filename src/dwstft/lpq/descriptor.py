@@ -29,7 +29,7 @@ cache), a rigorous bound on its rounding error per image, and an exact float64
 recomputation of the few pixels where some coefficient lies within that bound of zero. On
 other devices (whose float32 convolutions may use TF32) the convolution runs in float64.
 With ``compile=True`` the fast pass is one ``torch.compile``d loop instead
-(``dwstft.lpq_fused``); the exact recomputation is the same.
+(``dwstft.lpq.fused``); the exact recomputation is the same.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from dwstft import lpq_fused
-from dwstft.basis import stft_basis
+from dwstft.lpq import fused as lpq_fused
+from dwstft.nn.basis import stft_basis
 
 MODES = ("nh", "h", "im")
 #: The reference's almost-unit diagonal, "to avoid multiple eigenvalues".
@@ -342,10 +342,10 @@ def lpq(
         rho: correlation coefficient of neighbouring pixels in that model, in (0, 1).
         mode: ``"nh"`` normalised histogram, ``"h"`` histogram (counts), ``"im"`` codes.
         compile: compute the fast pass with one loop compiled by ``torch.compile``
-            (``dwstft.lpq_fused``): the same codes, about 2.3× faster on a CPU, after one
+            (``dwstft.lpq.fused``): the same codes, about 2.3× faster on a CPU, after one
             compilation per image size and window size in each process (12 s cold,
             3 s from Inductor's disk cache, on 2 cores; Inductor needs a C++ compiler on
-            the CPU). At most ``lpq_fused.MAX_IMAGES`` (8,388,607) images per call.
+            the CPU). At most ``dwstft.lpq.fused.MAX_IMAGES`` (8,388,607) images per call.
 
     Returns:
         ``"nh"``: float64 (N, 256) summing to 1 per image; ``"h"``: int64 (N, 256) counts;
@@ -375,7 +375,7 @@ def lpq(
             t.to(device=device, dtype=dtype)
             for t in _separable_operators(window_size, decorrelate, float(rho))
         )
-        # The fused loop's rounding bound (dwstft.lpq_fused), with the same two spare u.
+        # The fused loop's rounding bound (dwstft.lpq.fused), with the same two spare u.
         bound = ((4 * window_size + 6) * unit * peak).to(dtype)
         codes = lpq_fused.fused_codes(images, horizontal, vertical, bound)  # < 0: in doubt
         unsure = codes < 0
