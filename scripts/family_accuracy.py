@@ -21,8 +21,8 @@ from sklearn.datasets import load_digits, load_sample_images
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from dwstft import lpq
-from dwstft.basis_nd import maps_per_channel
-from dwstft.functional_nd import stft_separable_nd
+from dwstft.nn.basis import maps_per_channel
+from dwstft.nn.functional import stft_separable_nd
 from lpq_reference import lpq_reference
 from stft_nd_reference import stft_nd_reference
 

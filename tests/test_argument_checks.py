@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from dwstft import DepthwiseSTFT, depthwise_stft
-from dwstft.basis import check_kernel_size, stft_basis
-from dwstft.functional import fold_weight, stft_separable
-from dwstft.layers import MultiScaleSTFTSeparable, ReLPU
+from dwstft.nn.basis import check_kernel_size, stft_basis
+from dwstft.nn.functional import fold_weight, stft_separable
+from dwstft.nn.multiscale import MultiScaleSTFTSeparable, ReLPU
 
 
 @pytest.mark.parametrize(("given", "expected"), [((5, 5), 5), ([3, 3], 3), (7, 7)])

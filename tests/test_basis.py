@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dwstft.basis import FREQUENCIES, separable_filters, stft_basis
+from dwstft.nn.basis import FREQUENCIES, separable_filters, stft_basis
 from stft_reference import stft_reference
 
 

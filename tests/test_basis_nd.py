@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from dwstft.basis import stft_basis
-from dwstft.basis_nd import (
-    POINTS_2D,
+from dwstft.nn.basis import (
+    FREQUENCIES,
     POINTS_3D,
     check_kernel_size_nd,
     frequency_points,
     maps_per_channel,
+    stft_basis,
     stft_basis_nd,
 )
 
@@ -41,7 +41,7 @@ def test_lowest_points_one_of_each_pair(kernel_size, count):
 
 def test_point_tables_are_complete_and_ordered_like_the_papers():
     assert set(POINTS_3D) == canonical_points(3) and len(POINTS_3D) == 13
-    assert POINTS_2D == ((1, 0), (0, 1), (1, 1), (1, -1))  # the 2-D paper's v1..v4
+    assert FREQUENCIES == ((1, 0), (0, 1), (1, 1), (1, -1))  # the 2-D paper's v1..v4
     # Spatial-only and temporal-only 3-D kernels place the points on the active dims.
     assert frequency_points((1, 5, 5)) == ((0, 1, 0), (0, 0, 1), (0, 1, 1), (0, 1, -1))
     assert frequency_points((5, 1, 1)) == ((1, 0, 0),)

@@ -25,9 +25,10 @@ from dwstft.deploy.forms import (
 from dwstft.deploy.ort_fusion import fuse_conv_add_activation
 from dwstft.deploy.rewrites import deployment_model, fuse_for_inference, trace
 from dwstft.deploy.verify import TOLERANCE
-from dwstft.layers import DepthwiseSTFTSeparable, MultiScaleSTFTSeparable, ReLPU
 from dwstft.models import list_models
 from dwstft.models.stftnet import stftnet
+from dwstft.nn.layers import DepthwiseSTFTSeparable
+from dwstft.nn.multiscale import MultiScaleSTFTSeparable, ReLPU
 from stft_reference import stft_reference
 
 

@@ -7,10 +7,11 @@ from dwstft import create_model
 from dwstft.cli import main
 from dwstft.deploy.export import export_model
 from dwstft.deploy.verify import require_onnx
-from dwstft.layers import FOLDABLE, ReLPU, fold_model
 from dwstft.models import registry
 from dwstft.models.complexity import count_params
 from dwstft.models.stftnet import stftnet
+from dwstft.nn.model_ops import FOLDABLE, fold_model
+from dwstft.nn.multiscale import ReLPU
 from tiny_stftnet import calibrated, tiny
 
 TINY = "_test_tiny_stftnet"
@@ -76,7 +77,7 @@ def test_fold_model_keeps_relpu_and_training_mode():
 
 
 def test_fold_model_of_a_bare_layer():
-    from dwstft.layers import DepthwiseSTFTSeparable
+    from dwstft.nn.layers import DepthwiseSTFTSeparable
 
     layer = DepthwiseSTFTSeparable(3, 5, 5).eval()
     conv = fold_model(layer)

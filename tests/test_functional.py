@@ -4,9 +4,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dwstft.basis import stft_basis
-from dwstft.functional import IMPLS, choose_impl, depthwise_stft, fold_weight, stft_separable
-from dwstft.separable import stft_maps_shift, to_frequency_major
+from dwstft.nn.basis import stft_basis
+from dwstft.nn.functional import IMPLS, choose_impl, depthwise_stft, fold_weight, stft_separable
+from dwstft.nn.separable import stft_maps_shift, to_frequency_major
 from stft_reference import stft_reference
 
 PATHS = [p for p in IMPLS if p != "auto"]
@@ -130,11 +130,11 @@ def test_fold_weight_is_the_sum_of_weighted_kernels():
 
 
 def test_choose_impl_rules():
-    assert choose_impl(3, needs_grad=True, compiling=False) == "folded"
-    assert choose_impl(3, needs_grad=False, compiling=False) == "folded"
-    assert choose_impl(5, needs_grad=True, compiling=False) == "recompute"
-    assert choose_impl(5, needs_grad=True, compiling=True) == "folded"
-    assert choose_impl(7, needs_grad=False, compiling=False) == "grouped"
+    assert choose_impl((3, 3), needs_grad=True, compiling=False) == "folded"
+    assert choose_impl((3, 3), needs_grad=False, compiling=False) == "folded"
+    assert choose_impl((5, 5), needs_grad=True, compiling=False) == "recompute"
+    assert choose_impl((5, 5), needs_grad=True, compiling=True) == "folded"
+    assert choose_impl((7, 7), needs_grad=False, compiling=False) == "grouped"
 
 
 @settings(max_examples=25, deadline=None)

@@ -4,12 +4,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dwstft.basis_nd import maps_per_channel, stft_basis_nd
-from dwstft.functional_nd import (
+from dwstft.nn.basis import maps_per_channel, stft_basis_nd
+from dwstft.nn.functional import (
     IMPLS_ND,
-    choose_impl_nd,
+    choose_impl,
     depthwise_stft_nd,
-    fold_weight_nd,
+    fold_weight,
     stft_separable_nd,
 )
 from stft_nd_reference import stft_nd_reference
@@ -171,23 +171,23 @@ def test_saved_for_backward(kernel_size, impl):
 def test_fold_weight_is_the_sum_of_weighted_kernels():
     basis = stft_basis_nd((3, 3, 3), dtype=torch.float64)
     w = torch.randn(3, 52, 1, 1, 1, dtype=torch.float64)
-    k = fold_weight_nd(w, basis)
+    k = fold_weight(w, basis)
     assert k.shape == (3, 2, 3, 3, 3)
     for f in range(3):
         for c in range(2):
             expected = sum(w[f, c * 26 + m, 0, 0, 0] * basis[m] for m in range(26))
             torch.testing.assert_close(k[f, c], expected)
     with pytest.raises(ValueError, match="multiple of 26"):
-        fold_weight_nd(torch.randn(3, 27), basis)
+        fold_weight(torch.randn(3, 27), basis)
 
 
 def test_choose_impl_rules():
     for kernel_size in [(3, 3, 3), (1, 3, 3), (3, 1, 1), (5, 5, 5), (7, 7, 7), (3,), (13,)]:
-        assert choose_impl_nd(kernel_size, needs_grad=True) == "folded"
-        assert choose_impl_nd(kernel_size, needs_grad=False) == "folded"
-    assert choose_impl_nd((15,), needs_grad=True) == "recompute"
-    assert choose_impl_nd((25,), needs_grad=False) == "folded"
-    assert choose_impl_nd((27,), needs_grad=False) == "grouped"
+        assert choose_impl(kernel_size, needs_grad=True) == "folded"
+        assert choose_impl(kernel_size, needs_grad=False) == "folded"
+    assert choose_impl((15,), needs_grad=True) == "recompute"
+    assert choose_impl((25,), needs_grad=False) == "folded"
+    assert choose_impl((27,), needs_grad=False) == "grouped"
 
 
 @settings(max_examples=25, deadline=None)
@@ -232,9 +232,9 @@ def test_bad_arguments_raise_value_error(kwargs, match):
 def test_non_float_input_raises_on_every_path(impl):
     w = torch.randn(3, 52, 1, 1, 1)
     x = torch.randint(0, 255, (1, 2, 4, 5, 5), dtype=torch.uint8)
-    with pytest.raises(ValueError, match=r"floating-point .* got torch.uint8"):
+    with pytest.raises(ValueError, match=r"floating-point .* got dtype torch.uint8"):
         stft_separable_nd(x, w, impl=impl)
-    with pytest.raises(ValueError, match=r"got torch.int64"):
+    with pytest.raises(ValueError, match=r"got dtype torch.int64"):
         depthwise_stft_nd(torch.arange(10).reshape(1, 1, 10))
 
 

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dwstft import DepthwiseSTFT, DepthwiseSTFTSeparable, create_model, depthwise_stft
-from dwstft.basis import stft_basis
-from dwstft.functional import IMPLS, stft_separable
-from dwstft.layers import MultiScaleSTFTSeparable, ReLPU
+from dwstft.nn.basis import stft_basis
+from dwstft.nn.functional import IMPLS, stft_separable
+from dwstft.nn.multiscale import MultiScaleSTFTSeparable, ReLPU
 from stft_reference import stft_reference
 
 LAYERS = {

@@ -4,8 +4,9 @@ import torch
 from torch import nn
 
 from dwstft import DepthwiseSTFT, DepthwiseSTFTSeparable
-from dwstft.functional import IMPLS
-from dwstft.layers import MultiScaleSTFTSeparable, ReLPU, set_impl
+from dwstft.nn.functional import IMPLS
+from dwstft.nn.model_ops import set_impl
+from dwstft.nn.multiscale import MultiScaleSTFTSeparable, ReLPU
 from stft_reference import stft_reference
 
 

@@ -8,12 +8,14 @@ from torch import nn
 from dwstft import (
     DepthwiseSTFT1d,
     DepthwiseSTFT3d,
+    DepthwiseSTFTSeparable,
     DepthwiseSTFTSeparable1d,
     DepthwiseSTFTSeparable3d,
+    MultiScaleSTFTSeparable,
 )
-from dwstft.basis_nd import stft_basis_nd
-from dwstft.functional_nd import IMPLS_ND
-from dwstft.layers_nd import set_impl_nd
+from dwstft.nn.basis import stft_basis_nd
+from dwstft.nn.functional import IMPLS_ND
+from dwstft.nn.model_ops import set_impl
 from stft_nd_reference import stft_nd_reference
 
 # (layer class, kernel size, one input's spatial size)
@@ -289,11 +291,11 @@ def test_bad_forward_input(impl, train):
         layer(torch.randn(1, 4, 3, 5, 5))
     with pytest.raises(ValueError, match=r"5-D \(N, C, T, H, W\)"):
         layer(torch.randn(3, 5, 5, 5))
-    with pytest.raises(ValueError, match=r"floating-point .* got torch.uint8"):
+    with pytest.raises(ValueError, match=r"floating-point .* got dtype torch.uint8"):
         layer(torch.zeros(1, 3, 3, 5, 5, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"3-D \(N, C, L\)"):
         DepthwiseSTFTSeparable1d(3, 8, impl=impl).train(train)(torch.randn(1, 3, 5, 5))
-    with pytest.raises(ValueError, match=r"got torch\.int32"):
+    with pytest.raises(ValueError, match=r"got dtype torch\.int32"):
         DepthwiseSTFT1d(3)(torch.zeros(1, 3, 9, dtype=torch.int32))
 
 
@@ -317,9 +319,32 @@ def test_cuda_matches_cpu(impl, monkeypatch):
     torch.testing.assert_close(xg.grad.cpu(), x.grad, rtol=1e-3, atol=1e-3)
 
 
-def test_set_impl_nd_reaches_every_nd_layer():
+def test_set_impl_reaches_every_nd_layer():
     model = nn.Sequential(DepthwiseSTFTSeparable3d(3, 4), DepthwiseSTFTSeparable1d(4, 4))
-    set_impl_nd(model, "grouped")
+    set_impl(model, "grouped")
     assert [m.impl for m in model] == ["grouped", "grouped"]
     with pytest.raises(ValueError, match="impl"):
-        set_impl_nd(model, "shift")
+        set_impl(model, "shift")
+
+
+def test_set_impl_reaches_every_dimension_and_refuses_shift_without_changing_a_layer():
+    model = nn.ModuleDict(
+        {
+            "one": DepthwiseSTFTSeparable1d(3, 4),
+            "two": DepthwiseSTFTSeparable(3, 4),
+            "multi": MultiScaleSTFTSeparable(3, 4),
+            "three": DepthwiseSTFTSeparable3d(3, 4),
+        }
+    )
+    set_impl(model, "recompute")
+    assert {name: m.impl for name, m in model.items()} == dict.fromkeys(model, "recompute")
+    with pytest.raises(
+        ValueError,
+        match=r"^impl='shift' is a 2-D path, but one \(DepthwiseSTFTSeparable1d\), three "
+        r"\(DepthwiseSTFTSeparable3d\) take one of \('auto', 'grouped', 'folded', "
+        r"'recompute'\); no layer was changed",
+    ):
+        set_impl(model, "shift")
+    assert {name: m.impl for name, m in model.items()} == dict.fromkeys(model, "recompute")
+    set_impl(model["two"], "shift")
+    assert model["two"].impl == "shift"

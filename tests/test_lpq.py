@@ -113,7 +113,7 @@ def test_float64_fast_pass_gives_the_same_codes(monkeypatch):
     images = torch.from_numpy(np.repeat(rng.integers(0, 4, (4, 10, 12)), 3, 1).astype(np.uint8))
     expected = lpq(images, 5, mode="im")
     # ``dwstft.lpq`` is the function; the module behind it is in sys.modules.
-    lpq_module = importlib.import_module("dwstft.lpq")
+    lpq_module = importlib.import_module("dwstft.lpq.descriptor")
     monkeypatch.setattr(lpq_module, "_fast_dtype", lambda device: torch.float64)
     torch.testing.assert_close(lpq(images, 5, mode="im"), expected, rtol=0, atol=0)
 
@@ -141,7 +141,7 @@ def test_chunked_fast_pass_matches_the_reference(monkeypatch, chunk_bytes):
     images[0] = rng.integers(0, 2, (14, 17))
     images[2] = 7  # a flat image: every coefficient an exact zero
     codes_ref, _ = reference_batch(images, 5, False)
-    lpq_module = importlib.import_module("dwstft.lpq")
+    lpq_module = importlib.import_module("dwstft.lpq.descriptor")
     monkeypatch.setattr(lpq_module, "_CHUNK_BYTES", chunk_bytes)
     codes = lpq(torch.from_numpy(images), 5, False, mode="im")
     np.testing.assert_array_equal(codes, codes_ref)
@@ -149,7 +149,7 @@ def test_chunked_fast_pass_matches_the_reference(monkeypatch, chunk_bytes):
 
 @pytest.mark.parametrize("chunk_bytes", [1, 3 * 16 * 10 * 7 * 4])
 def test_each_chunk_compares_with_its_own_images_bounds(monkeypatch, chunk_bytes):
-    lpq_module = importlib.import_module("dwstft.lpq")
+    lpq_module = importlib.import_module("dwstft.lpq.descriptor")
     monkeypatch.setattr(lpq_module, "_CHUNK_BYTES", chunk_bytes)
     images = torch.randint(
         1, 256, (7, 14, 17), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
@@ -163,7 +163,7 @@ def test_each_chunk_compares_with_its_own_images_bounds(monkeypatch, chunk_bytes
 
 
 def test_packing_gives_every_code_its_byte():
-    lpq_module = importlib.import_module("dwstft.lpq")
+    lpq_module = importlib.import_module("dwstft.lpq.descriptor")
     bits = (torch.arange(256)[:, None] >> torch.arange(8)) & 1 == 1
     assert lpq_module._pack_bits(bits).tolist() == list(range(256))
     assert lpq_module._pack_bits(bits).dtype == torch.uint8
@@ -171,7 +171,7 @@ def test_packing_gives_every_code_its_byte():
 
 @pytest.mark.parametrize(("n", "decorrelate"), [(3, False), (7, True), (9, True)])
 def test_separable_filters_rebuild_the_lpq_filters(n, decorrelate):
-    lpq_module = importlib.import_module("dwstft.lpq")
+    lpq_module = importlib.import_module("dwstft.lpq.descriptor")
     _, _, combined = lpq_operators(n, decorrelate)
     horizontal, vertical = lpq_module._separable_operators(n, decorrelate, 0.9)
     rebuilt = torch.einsum("imr,mc->irc", vertical, horizontal)
@@ -185,7 +185,7 @@ def test_separable_filters_rebuild_the_lpq_filters(n, decorrelate):
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (2, 9, 4), (4, 122, 61)])
 def test_rare_nonzero_is_nonzero(shape):
-    lpq_module = importlib.import_module("dwstft.lpq")
+    lpq_module = importlib.import_module("dwstft.lpq.descriptor")
     generator = torch.Generator().manual_seed(sum(shape))
     for density in (0.0, 0.02, 0.5, 1.0):
         mask = torch.rand(shape, generator=generator) < density
@@ -205,7 +205,7 @@ def test_compiled_pass_matches_the_reference_on_photos(photos):
 @pytest.mark.compile
 def test_compiled_pass_in_padded_chunks_matches_the_reference(monkeypatch):
     # Chunks of three images for 8 images: the last chunk, two images, is padded to three.
-    lpq_module = importlib.import_module("dwstft.lpq_fused")
+    lpq_module = importlib.import_module("dwstft.lpq.fused")
     monkeypatch.setattr(lpq_module, "_CHUNK_BYTES", 3 * 3 * 20 * 17 * 4)
     rng = np.random.default_rng(8)
     images = np.repeat(rng.integers(0, 6, (8, 10, 21)), 2, 1).astype(np.uint8)
@@ -225,7 +225,7 @@ def test_compiled_pass_in_padded_chunks_matches_the_reference(monkeypatch):
 
 
 def test_compiled_pass_refuses_more_images_than_its_codes_can_index(monkeypatch):
-    lpq_fused = importlib.import_module("dwstft.lpq_fused")
+    lpq_fused = importlib.import_module("dwstft.lpq.fused")
     # The largest code value, 256 (N - 1) + 255, must fit an int32.
     assert torch.iinfo(torch.int32).max >= 256 * lpq_fused.MAX_IMAGES - 1
     monkeypatch.setattr(lpq_fused, "MAX_IMAGES", 3)
@@ -243,7 +243,7 @@ def test_int8_images_of_their_most_negative_value():
 
 
 def test_compiled_pass_falls_back_to_eager_when_torch_compile_has_no_room(monkeypatch):
-    lpq_fused = importlib.import_module("dwstft.lpq_fused")
+    lpq_fused = importlib.import_module("dwstft.lpq.fused")
     # One other shape compiled already, and room for one in all.
     monkeypatch.setattr(lpq_fused, "_compiled_shapes", {("another shape",)})
     monkeypatch.setattr(lpq_fused, "shape_limit", lambda: 1)

@@ -17,7 +17,6 @@ import pytest
 import torch
 from torch import nn
 
-from dwstft.layers import MultiScaleSTFTSeparable, ReLPU
 from dwstft.models import create_model, list_models, model_options, registry
 from dwstft.models.common import conv_bn, init_weights
 from dwstft.models.features import FeatureInfo, feature_info, forward_intermediates, select_stages
@@ -28,6 +27,7 @@ from dwstft.models.shufflenet import ShuffleNet, ShuffleUnit, shufflenet_g3
 from dwstft.models.shufflenetv2 import ShuffleNetV2, ShuffleV2Unit
 from dwstft.models.stftnet import STFTBlock, STFTNet, STFTNetSpec, spec_options, stftnet
 from dwstft.models.video import SpatioTemporalNet
+from dwstft.nn.multiscale import MultiScaleSTFTSeparable, ReLPU
 
 
 def exactly(message: str) -> str:

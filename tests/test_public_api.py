@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import dwstft
+from dwstft.nn.model_ops import FOLDABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -100,8 +101,8 @@ def test_fold_model_computes_what_the_model_computes_with_plain_convolutions():
     torch.manual_seed(0)
     model = dwstft.create_model("stftnet_b8_f128", stage_blocks=(1, 1)).eval()
     folded = dwstft.fold_model(model)
-    assert not any(isinstance(m, dwstft.layers.FOLDABLE) for m in folded.modules())
-    assert any(isinstance(m, dwstft.layers.FOLDABLE) for m in model.modules())
+    assert not any(isinstance(m, FOLDABLE) for m in folded.modules())
+    assert any(isinstance(m, FOLDABLE) for m in model.modules())
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)

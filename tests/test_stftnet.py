@@ -3,9 +3,9 @@ import torch
 from torch import nn
 
 from dwstft import create_model, list_models
-from dwstft.layers import DepthwiseSTFT, DepthwiseSTFTSeparable
 from dwstft.models import paper_reference
 from dwstft.models.stftnet import PARAMFIT, STFTBlock, STFTNetSpec, stftnet
+from dwstft.nn.layers import DepthwiseSTFT, DepthwiseSTFTSeparable
 
 PRESETS = [(8, 128), (16, 128), (32, 128), (64, 128), (64, 256), (64, 384)]
 

@@ -13,45 +13,46 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dwstft.basis import FREQUENCIES, stft_basis
-    from dwstft.functional import depthwise_stft, fold_weight, stft_separable
-    from dwstft.functional_nd import depthwise_stft_nd, stft_separable_nd
-    from dwstft.layers import (
-        DepthwiseSTFT,
-        DepthwiseSTFTSeparable,
-        MultiScaleSTFTSeparable,
-        ReLPU,
-        fold_model,
-        set_impl,
+    from dwstft.lpq import lpq
+    from dwstft.models import create_model, list_models, register_model
+    from dwstft.nn.basis import FREQUENCIES, stft_basis
+    from dwstft.nn.functional import (
+        depthwise_stft,
+        depthwise_stft_nd,
+        fold_weight,
+        stft_separable,
+        stft_separable_nd,
     )
-    from dwstft.layers_nd import (
+    from dwstft.nn.layers import (
+        DepthwiseSTFT,
         DepthwiseSTFT1d,
         DepthwiseSTFT3d,
+        DepthwiseSTFTSeparable,
         DepthwiseSTFTSeparable1d,
         DepthwiseSTFTSeparable3d,
     )
-    from dwstft.lpq import lpq
-    from dwstft.models import create_model, list_models, register_model
+    from dwstft.nn.model_ops import fold_model, set_impl
+    from dwstft.nn.multiscale import MultiScaleSTFTSeparable, ReLPU
 
 #: Each public name and the module that defines it.
 _SOURCES = {
-    "FREQUENCIES": "dwstft.basis",
-    "stft_basis": "dwstft.basis",
-    "depthwise_stft": "dwstft.functional",
-    "fold_weight": "dwstft.functional",
-    "stft_separable": "dwstft.functional",
-    "depthwise_stft_nd": "dwstft.functional_nd",
-    "stft_separable_nd": "dwstft.functional_nd",
-    "DepthwiseSTFT": "dwstft.layers",
-    "DepthwiseSTFTSeparable": "dwstft.layers",
-    "MultiScaleSTFTSeparable": "dwstft.layers",
-    "ReLPU": "dwstft.layers",
-    "fold_model": "dwstft.layers",
-    "set_impl": "dwstft.layers",
-    "DepthwiseSTFT1d": "dwstft.layers_nd",
-    "DepthwiseSTFT3d": "dwstft.layers_nd",
-    "DepthwiseSTFTSeparable1d": "dwstft.layers_nd",
-    "DepthwiseSTFTSeparable3d": "dwstft.layers_nd",
+    "FREQUENCIES": "dwstft.nn.basis",
+    "stft_basis": "dwstft.nn.basis",
+    "depthwise_stft": "dwstft.nn.functional",
+    "fold_weight": "dwstft.nn.functional",
+    "stft_separable": "dwstft.nn.functional",
+    "depthwise_stft_nd": "dwstft.nn.functional",
+    "stft_separable_nd": "dwstft.nn.functional",
+    "DepthwiseSTFT": "dwstft.nn.layers",
+    "DepthwiseSTFTSeparable": "dwstft.nn.layers",
+    "DepthwiseSTFT1d": "dwstft.nn.layers",
+    "DepthwiseSTFT3d": "dwstft.nn.layers",
+    "DepthwiseSTFTSeparable1d": "dwstft.nn.layers",
+    "DepthwiseSTFTSeparable3d": "dwstft.nn.layers",
+    "MultiScaleSTFTSeparable": "dwstft.nn.multiscale",
+    "ReLPU": "dwstft.nn.multiscale",
+    "fold_model": "dwstft.nn.model_ops",
+    "set_impl": "dwstft.nn.model_ops",
     "lpq": "dwstft.lpq",
     "create_model": "dwstft.models",
     "list_models": "dwstft.models",
@@ -99,8 +100,8 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """The package's module type: ``dwstft.lpq`` stays the function when the submodule of
-    the same name is imported (the import system would otherwise bind the module there)."""
+    """The package's module type: ``dwstft.lpq`` stays the function when the subpackage of
+    the same name is imported (the import system would otherwise bind the package there)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _SOURCES and isinstance(value, types.ModuleType):

@@ -52,7 +52,7 @@ def _build(
     """(module, input, labels or None) for a target name."""
     torch.manual_seed(0)
     if target.startswith("layer:"):
-        from dwstft.layers import DepthwiseSTFTSeparable
+        from dwstft.nn.layers import DepthwiseSTFTSeparable
 
         c, f, n, impl = target.split(":", 1)[1].split(",")
         layer = DepthwiseSTFTSeparable(int(c), int(f), int(n), impl=impl)

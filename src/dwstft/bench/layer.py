@@ -21,12 +21,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dwstft.basis_nd import check_kernel_size_nd
 from dwstft.bench.measure import machine_description, saved_bytes, time_interleaved
-from dwstft.functional import IMPLS, choose_impl
-from dwstft.functional_nd import IMPLS_ND, choose_impl_nd
-from dwstft.layers import DepthwiseSTFTSeparable
-from dwstft.layers_nd import DepthwiseSTFTSeparable1d, DepthwiseSTFTSeparable3d
+from dwstft.nn.basis import check_kernel_size_nd
+from dwstft.nn.functional import IMPLS, IMPLS_ND, choose_impl
+from dwstft.nn.layers import (
+    DepthwiseSTFTSeparable,
+    DepthwiseSTFTSeparable1d,
+    DepthwiseSTFTSeparable3d,
+)
 
 #: (in channels C, out channels F, height = width) of the issue's benchmark grid.
 SHAPES: tuple[tuple[int, int, int], ...] = (
@@ -188,10 +190,9 @@ def run_layer_benchmark(
         torch.manual_seed(0)
         if dims == 2:
             cands = _candidates(c, f, size, n, batch, device, channels_last, compile_auto)
-            auto_path = choose_impl(n, True, False)
         else:
             cands = _candidates_nd(c, f, size, n, batch, device, compile_auto)
-            auto_path = choose_impl_nd(n, True)
+        auto_path = choose_impl(check_kernel_size_nd(n, dims), needs_grad=True)
         steps = {name: _train_step(m, t) for name, (m, t) in cands.items()}
         seconds = time_interleaved(steps, rounds=rounds)
         saved = {name: saved_bytes(lambda m=m, t=t: m(t)) for name, (m, t) in cands.items()}

@@ -38,8 +38,8 @@ from dwstft.deploy.verify import (
     require_onnx,
     verify_export,
 )
-from dwstft.layers import FOLDABLE, fold_model
 from dwstft.models.complexity import count_params
+from dwstft.nn.model_ops import FOLDABLE, fold_model
 
 if TYPE_CHECKING:  # dwstft.deploy.quantize loads the datasets' dependencies: imported when used
     from dwstft.deploy.quantize import DatasetArrays, QuantizedAccuracy

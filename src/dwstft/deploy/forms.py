@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dwstft.deploy.runtime import create_session, session_runner, time_runs
-from dwstft.layers import DepthwiseSTFT, DepthwiseSTFTSeparable, MultiScaleSTFTSeparable, ReLPU
+from dwstft.nn.layers import DepthwiseSTFT, DepthwiseSTFTSeparable
+from dwstft.nn.multiscale import MultiScaleSTFTSeparable, ReLPU
 
 #: The equivalent forms of a Depthwise-STFT separable layer in a deployment graph.
 LAYER_FORMS = ("dense", "bank")

@@ -36,7 +36,8 @@ import torch
 from torch import fx, nn
 
 from dwstft.deploy.forms import replace_stft_layers
-from dwstft.layers import DepthwiseSTFT, DepthwiseSTFTSeparable, MultiScaleSTFTSeparable, ReLPU
+from dwstft.nn.layers import DepthwiseSTFT, DepthwiseSTFTSeparable
+from dwstft.nn.multiscale import MultiScaleSTFTSeparable, ReLPU
 
 #: Modules the tracer keeps whole (their forward has checks a symbolic trace cannot run).
 _LEAVES = (DepthwiseSTFT, DepthwiseSTFTSeparable, MultiScaleSTFTSeparable, ReLPU)

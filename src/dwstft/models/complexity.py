@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dwstft.layers import set_impl
 from dwstft.models import create_model, list_models, paper_reference
+from dwstft.nn.model_ops import set_impl
 
 
 def count_params(model: nn.Module) -> int:

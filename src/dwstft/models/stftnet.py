@@ -33,9 +33,10 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import nn
 
-from dwstft.layers import DepthwiseSTFTSeparable, MultiScaleSTFTSeparable, ReLPU
 from dwstft.models.base import ImageClassifier
 from dwstft.models.registry import PaperReference, register_model
+from dwstft.nn.layers import DepthwiseSTFTSeparable
+from dwstft.nn.multiscale import MultiScaleSTFTSeparable, ReLPU
 
 STEMS = ("stft", "conv")
 MIXERS = ("stft", "relpu")

@@ -19,10 +19,10 @@ import torch
 import torch.fx
 from torch import nn
 
-from dwstft.layers_nd import DepthwiseSTFTSeparable3d
 from dwstft.models.base import ImageClassifier
 from dwstft.models.registry import register_model
 from dwstft.models.stftnet import init_orthogonal
+from dwstft.nn.layers import DepthwiseSTFTSeparable3d
 
 MIXERS = ("stft", "conv3d")
 

@@ -12,7 +12,7 @@ from matplotlib import colors
 from matplotlib.figure import Figure
 
 from dwstft._figure import new_figure
-from dwstft.basis import FREQUENCIES, MAPS_PER_CHANNEL, check_kernel_size, stft_basis
+from dwstft.nn.basis import FREQUENCIES, MAPS_PER_CHANNEL, check_kernel_size, stft_basis
 
 #: Diverging colormap for signed values, centred on 0 by symmetric limits.
 DIVERGING = "RdBu_r"

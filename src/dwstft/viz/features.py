@@ -10,9 +10,9 @@ from matplotlib import colors
 from matplotlib.figure import Figure
 
 from dwstft._figure import new_figure
-from dwstft.basis import MAPS_PER_CHANNEL, check_kernel_size
 from dwstft.errors import require
-from dwstft.functional import depthwise_stft
+from dwstft.nn.basis import MAPS_PER_CHANNEL, check_kernel_size
+from dwstft.nn.functional import depthwise_stft
 from dwstft.viz.basis import DIVERGING, MAP_NAMES, pixel_grid
 
 #: Number of images in scikit-learn's bundled digits (``--image digits:N``).

@@ -29,7 +29,7 @@ cache), a rigorous bound on its rounding error per image, and an exact float64
 recomputation of the few pixels where some coefficient lies within that bound of zero. On
 other devices (whose float32 convolutions may use TF32) the convolution runs in float64.
 With ``compile=True`` the fast pass is one ``torch.compile``d loop instead
-(``dwstft.lpq_fused``); the exact recomputation is the same.
+(``dwstft.lpq.fused``); the exact recomputation is the same.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from dwstft import lpq_fused
-from dwstft.basis import stft_basis
+from dwstft.lpq import fused as lpq_fused
+from dwstft.nn.basis import stft_basis
 
 MODES = ("nh", "h", "im")
 #: The reference's almost-unit diagonal, "to avoid multiple eigenvalues".
@@ -323,6 +323,62 @@ def _histograms(codes: torch.Tensor) -> torch.Tensor:
     return _counts(codes.reshape(count, -1).to(torch.int32) + offsets[:, None])
 
 
+def _compiled_pass_has_room(images: torch.Tensor, window_size: int, dtype: torch.dtype) -> bool:
+    """Whether ``torch.compile`` can take one more shape for this call; warns (naming the
+    limit and how to raise it) when it cannot, and the call runs the eager pass."""
+    if lpq_fused.has_room(images, window_size, dtype):
+        return True
+    warnings.warn(
+        "lpq(compile=True): torch.compile's limit of "
+        f"{lpq_fused.shape_limit()} compiled shapes per function is "
+        "reached in this process (one per image size, window size and dtype); this "
+        "call runs the eager pass, with the same codes. Raise "
+        "torch._dynamo.config.recompile_limit to compile more.",
+        stacklevel=3,
+    )
+    return False
+
+
+def _fused_pass(
+    images: torch.Tensor,
+    operators: tuple[torch.Tensor, torch.Tensor],
+    dtype: torch.dtype,
+    peak: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The compiled fast pass: int32 (N, H - n + 1, W - n + 1) codes offset by 256 per image
+    (negative where some response is within its rounding bound of zero), and that doubt."""
+    horizontal, vertical = (t.to(device=images.device, dtype=dtype) for t in operators)
+    window_size = horizontal.shape[1]
+    unit = torch.finfo(dtype).eps / 2
+    # The fused loop's rounding bound (dwstft.lpq.fused), with the same two spare u.
+    bound = ((4 * window_size + 6) * unit * peak).to(dtype)
+    codes = lpq_fused.fused_codes(images, horizontal, vertical, bound)  # < 0: in doubt
+    return codes, codes < 0
+
+
+def _eager_pass(
+    images: torch.Tensor, combined: torch.Tensor, dtype: torch.dtype, peak: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eager fast pass with the (8, n, n) decorrelated filters ``combined``: uint8
+    (N, H - n + 1, W - n + 1) codes, and where some response is within its rounding bound
+    of zero (bool, same shape)."""
+    window_size = combined.shape[-1]
+    unit = torch.finfo(dtype).eps / 2
+    # Each filter divided by its l1 norm: the signs do not change, and one rounding
+    # bound then holds for all eight responses of an image.
+    norms = combined.reshape(8, -1).abs().sum(1)
+    weight = (combined / norms[:, None, None]).to(device=images.device, dtype=dtype)[:, None]
+    # Rigorous bound on the convolution's rounding error: any summation order of its
+    # k = n (n + 1) products (some with zero weights) errs by at most γ_k Σ|w||x| (γ_k =
+    # ku / (1 - ku), u the unit roundoff), plus u Σ|w||x| each for rounding the weights
+    # and the pixels to ``dtype``; Σ|w||x| <= max|x| here. Two more u cover γ_k's
+    # denominator and rounding the bound itself.
+    bound = ((window_size * (window_size + 1) + 4) * unit * peak).to(dtype)
+    codes, unsure = _fast_codes(images, weight, bound)
+    out_width = images.shape[2] - window_size + 1
+    return codes[:, :, :out_width], unsure[:, :, :out_width]
+
+
 def lpq(
     images: torch.Tensor,
     window_size: int = 7,
@@ -342,10 +398,10 @@ def lpq(
         rho: correlation coefficient of neighbouring pixels in that model, in (0, 1).
         mode: ``"nh"`` normalised histogram, ``"h"`` histogram (counts), ``"im"`` codes.
         compile: compute the fast pass with one loop compiled by ``torch.compile``
-            (``dwstft.lpq_fused``): the same codes, about 2.3× faster on a CPU, after one
+            (``dwstft.lpq.fused``): the same codes, about 2.3× faster on a CPU, after one
             compilation per image size and window size in each process (12 s cold,
             3 s from Inductor's disk cache, on 2 cores; Inductor needs a C++ compiler on
-            the CPU). At most ``lpq_fused.MAX_IMAGES`` (8,388,607) images per call.
+            the CPU). At most ``dwstft.lpq.fused.MAX_IMAGES`` (8,388,607) images per call.
 
     Returns:
         ``"nh"``: float64 (N, 256) summing to 1 per image; ``"h"``: int64 (N, 256) counts;
@@ -354,45 +410,16 @@ def lpq(
     _check_arguments(window_size, decorrelate, rho, mode, compile)
     images = _as_batch(images, window_size)
     filters, transform, combined = _lpq_operators(window_size, decorrelate, float(rho))
-    device = images.device
-    dtype = _fast_dtype(device)
-    unit = torch.finfo(dtype).eps / 2
+    dtype = _fast_dtype(images.device)
     # max|x| per image, from the extremes in float64 (abs of int8's -128 would overflow).
     flat = images.reshape(len(images), -1)
     peak = torch.maximum(flat.amax(1).to(torch.float64), -flat.amin(1).to(torch.float64))
-    if compile and not lpq_fused.has_room(images, window_size, dtype):
-        warnings.warn(
-            "lpq(compile=True): torch.compile's limit of "
-            f"{lpq_fused.shape_limit()} compiled shapes per function is "
-            "reached in this process (one per image size, window size and dtype); this "
-            "call runs the eager pass, with the same codes. Raise "
-            "torch._dynamo.config.recompile_limit to compile more.",
-            stacklevel=2,
-        )
-        compile = False
+    compile = compile and _compiled_pass_has_room(images, window_size, dtype)
     if compile:
-        horizontal, vertical = (
-            t.to(device=device, dtype=dtype)
-            for t in _separable_operators(window_size, decorrelate, float(rho))
-        )
-        # The fused loop's rounding bound (dwstft.lpq_fused), with the same two spare u.
-        bound = ((4 * window_size + 6) * unit * peak).to(dtype)
-        codes = lpq_fused.fused_codes(images, horizontal, vertical, bound)  # < 0: in doubt
-        unsure = codes < 0
+        operators = _separable_operators(window_size, decorrelate, float(rho))
+        codes, unsure = _fused_pass(images, operators, dtype, peak)
     else:
-        # Each filter divided by its l1 norm: the signs do not change, and one rounding
-        # bound then holds for all eight responses of an image.
-        norms = combined.reshape(8, -1).abs().sum(1)
-        weight = (combined / norms[:, None, None]).to(device=device, dtype=dtype)[:, None]
-        # Rigorous bound on the convolution's rounding error: any summation order of its
-        # k = n (n + 1) products (some with zero weights) errs by at most γ_k Σ|w||x| (γ_k =
-        # ku / (1 - ku), u the unit roundoff), plus u Σ|w||x| each for rounding the weights
-        # and the pixels to ``dtype``; Σ|w||x| <= max|x| here. Two more u cover γ_k's
-        # denominator and rounding the bound itself.
-        bound = ((window_size * (window_size + 1) + 4) * unit * peak).to(dtype)
-        codes, unsure = _fast_codes(images, weight, bound)
-        out_width = images.shape[2] - window_size + 1
-        codes, unsure = codes[:, :, :out_width], unsure[:, :, :out_width]
+        codes, unsure = _eager_pass(images, combined, dtype, peak)
     # Right wherever every |response| exceeds the bound; the others are recomputed.
     where = _rare_nonzero(unsure)
     if len(where):

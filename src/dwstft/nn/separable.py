@@ -1,7 +1,7 @@
 """The filter bank as separable 1-D shift-and-add passes.
 
-Every STFT kernel is a sum of outer products ``row ⊗ column`` of three 1-D filters of
-length n: box (all ones), cos and sin (``basis.separable_filters``). Eight of the nine
+Every 2-D STFT kernel is a sum of outer products ``row ⊗ column`` of three 1-D filters
+of length n: box (all ones), cos and sin (``basis.separable_filters``). Eight of the nine
 products suffice (all but box ⊗ box), so the 8 maps per channel cost 3 column passes and
 8 row passes, 11·n multiply-adds per pixel instead of 8·n² for the direct bank.
 
@@ -24,7 +24,7 @@ import operator
 import torch
 import torch.nn.functional as F
 
-from dwstft.basis import MAPS_PER_CHANNEL, separable_filters
+from dwstft.nn.basis import MAPS_PER_CHANNEL, separable_filters
 
 
 def _taps(

@@ -1,6 +1,6 @@
 """The fast pass of ``dwstft.lpq`` as one fused loop, compiled by ``torch.compile``.
 
-The eager fast pass (``lpq._fast_codes``) is one oneDNN convolution with 8 n×n filters and
+The eager fast pass (``descriptor._fast_codes``) is one oneDNN convolution with 8 n×n filters and
 a few memory-bound passes over its responses. Here the same responses come from the
 filters' separable form instead — every decorrelated LPQ filter is a sum of three outer
 products ``vertical_m ⊗ horizontal_m`` with horizontal filters box, cos and sin
@@ -31,7 +31,7 @@ from functools import lru_cache
 
 import torch
 
-from dwstft.basis import separable_filters
+from dwstft.nn.basis import separable_filters
 
 #: Horizontal-pass bytes per chunk: small enough to stay in cache within the fused loop.
 _CHUNK_BYTES = 4 << 20
